@@ -1,0 +1,3 @@
+from fourreal.cli import main
+
+main()

@@ -1,0 +1,19 @@
+"""One exception type per domain. Messages name the file and say what to do."""
+
+from __future__ import annotations
+
+
+class FourrealError(Exception):
+    """Base class of every error fourreal raises on purpose."""
+
+
+class GridFormatError(FourrealError):
+    """A grid folder (grid.json, frames, depth, cameras) is missing or malformed."""
+
+
+class VideoError(FourrealError):
+    """A video or image sequence could not be read or written."""
+
+
+class ShapeError(FourrealError, ValueError):
+    """A tensor handed to fourreal has the wrong shape, dtype or values."""

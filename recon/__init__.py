@@ -1,0 +1,1 @@
+"""4D reconstruction (``fourreal.recon``): Gaussians, rendering backends, deformation, fitting."""

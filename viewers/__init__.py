@@ -1,0 +1,1 @@
+"""Viewers (``fourreal.viewers``). viser is imported only inside the modules that need it."""
