@@ -99,7 +99,9 @@ class Grid:
         dims: dict[str, int] = {}
         check_shape("Grid.frames", self.frames, "V T 3 H W", dims)
         if not self.frames.is_floating_point():
-            raise ShapeError(f"Grid.frames must be floating point in [0, 1], got {self.frames.dtype}")
+            raise ShapeError(
+                f"Grid.frames must be floating point in [0, 1], got {self.frames.dtype}"
+            )
         if dims["V"] == 0 or dims["T"] == 0 or dims["H"] == 0 or dims["W"] == 0:
             raise ShapeError(f"Grid.frames has an empty axis: shape {list(self.frames.shape)}")
         check_finite("Grid.frames", self.frames)

@@ -4,5 +4,24 @@ I/O lives here and nowhere else; the rest of fourreal works on tensors.
 """
 
 from fourreal.io.grid import load_grid, save_grid
+from fourreal.io.preview import contact_sheet, write_contact_sheet, write_previews
+from fourreal.io.video import (
+    grid_from_rig,
+    grid_from_videos,
+    read_video,
+    resize_frames,
+    write_video,
+)
 
-__all__ = ["load_grid", "save_grid"]
+__all__ = [
+    "contact_sheet",
+    "grid_from_rig",
+    "grid_from_videos",
+    "load_grid",
+    "read_video",
+    "resize_frames",
+    "save_grid",
+    "write_contact_sheet",
+    "write_previews",
+    "write_video",
+]

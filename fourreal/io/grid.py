@@ -125,7 +125,9 @@ def load_grid(path: str | os.PathLike[str]) -> Grid:
     try:
         meta = json.loads(json_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise GridFormatError(f"{json_path} is not valid JSON ({err}); fix or re-export it") from err
+        raise GridFormatError(
+            f"{json_path} is not valid JSON ({err}); fix or re-export it"
+        ) from err
     spec = _GridSpec.parse(meta, json_path)
 
     frame_paths = [
@@ -344,4 +346,3 @@ def _read_depth(path: Path, height: int, width: int) -> np.ndarray:
     if (depth < 0).any():
         raise GridFormatError(f"{path} has negative depth; camera z must be >= 0 (0 = no surface)")
     return depth.astype(np.float32, copy=False)
-
