@@ -207,6 +207,9 @@ def write_video(frames: Tensor, path: str | os.PathLike[str], fps: float = DEFAU
     at the right, repeating the edge pixels: the video is then up to one pixel larger than the
     frames. The container follows the suffix (.mp4, .m4v, .mov, .mkv). The file is written to a
     temporary sibling and renamed at the end, so a failure leaves any earlier file unchanged.
+
+    Raises :class:`ShapeError` for frames that are not ``[N, 3, H, W]``, and :class:`VideoError`
+    for no frames, a bad ``fps`` or suffix, or a failed encode.
     """
     path = Path(path)
     check_shape("write_video frames", frames, "N 3 H W", {})

@@ -168,7 +168,7 @@ def synth_grid(
         "world_up": [0.0, 0.0, 1.0],
         "time_values": s.tolist(),
         "background": list(built.background),
-        "arc": dataclasses.asdict(arc),
+        "arc": {**dataclasses.asdict(arc), "look_at": list(arc.look_at)},
         "objects": [
             {"name": obj.name, "shape": type(obj.shape).__name__, "dynamic": obj.dynamic}
             for obj in built.objects
