@@ -43,7 +43,8 @@ def test_depth_agrees_with_cameras(full_grid, a, b, t):
     err = (colors_a - colors_b).abs().max(dim=-1).values
     # bilinear resampling blurs checker edges; elsewhere the colors agree to 8-bit quantization
     assert err.median() < 0.01
-    assert err.mean() < 0.035
+    assert err.mean() < 0.02
+    assert (err > 0.1).float().mean() < 0.06
 
 
 def test_depth_check_fails_with_a_wrong_camera(full_grid):

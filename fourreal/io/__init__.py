@@ -4,7 +4,12 @@ I/O lives here and nowhere else; the rest of fourreal works on tensors.
 """
 
 from fourreal.io.grid import load_grid, save_grid
-from fourreal.io.preview import contact_sheet, write_contact_sheet, write_previews
+from fourreal.io.preview import (
+    contact_sheet,
+    write_contact_sheet,
+    write_mosaic_video,
+    write_previews,
+)
 from fourreal.io.video import (
     grid_from_rig,
     grid_from_videos,
@@ -22,6 +27,7 @@ __all__ = [
     "resize_frames",
     "save_grid",
     "write_contact_sheet",
+    "write_mosaic_video",
     "write_previews",
     "write_video",
 ]

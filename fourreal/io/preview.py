@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from fourreal.errors import ShapeError
@@ -212,3 +213,27 @@ def write_previews(grid: Grid, folder: str | os.PathLike[str]) -> dict[str, Path
             write_video(grid.frames[:, t], tmp / name, fps=grid.fps)
             written[f"cols/{name}"] = folder / "cols" / name
     return written
+
+
+def mosaic_frames(grid: Grid, *, loops: int = 2) -> torch.Tensor:
+    """The whole grid as one video: every view tiled side by side, time playing forward and
+    back ``loops`` times (a ping-pong loop, so short grids are still watchable).
+
+    Returns ``[N, 3, h, w]`` floats with ``N = loops · (2T - 2)`` (``T`` frames when T < 3).
+    """
+    V, T, _, H, W = grid.frames.shape
+    cols = math.ceil(math.sqrt(V * H / W))  # close to a square mosaic
+    rows = math.ceil(V / cols)
+    tiles = torch.zeros(rows * cols, T, 3, H, W, dtype=grid.frames.dtype)
+    tiles[:V] = grid.frames
+    mosaic = tiles.reshape(rows, cols, T, 3, H, W).permute(2, 3, 0, 4, 1, 5)
+    mosaic = mosaic.reshape(T, 3, rows * H, cols * W)
+    if T < 3:
+        return mosaic
+    order = list(range(T)) + list(range(T - 2, 0, -1))
+    return mosaic[order * loops]
+
+
+def write_mosaic_video(grid: Grid, path: str | os.PathLike[str], *, loops: int = 2) -> Path:
+    """Write :func:`mosaic_frames` as an mp4 at ``grid.fps``."""
+    return write_video(mosaic_frames(grid, loops=loops), path, fps=grid.fps)

@@ -51,12 +51,15 @@ class _Palette:
     def __init__(self, seed: int) -> None:
         self.generator = torch.Generator().manual_seed(seed)
         self.lattice = noise_lattice(self.generator)
+        self.hue = self.uniform(0, 1)
 
     def uniform(self, lo: float, hi: float) -> float:
         return lo + (hi - lo) * float(torch.rand((), generator=self.generator, dtype=torch.float64))
 
     def material(self, checker: float, saturation: float = 0.7) -> Material:
-        rgb = colorsys.hsv_to_rgb(self.uniform(0, 1), saturation, 0.95)
+        # golden-ratio steps around the color wheel keep the objects of a scene apart
+        self.hue = (self.hue + 0.618034) % 1.0
+        rgb = colorsys.hsv_to_rgb(self.hue, saturation, 0.95)
         return Material(color=rgb, checker=checker, lattice=self.lattice)
 
     def ground(self) -> SceneObject:

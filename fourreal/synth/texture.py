@@ -13,6 +13,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 _LATTICE = 32
+# Checker cells are shifted by this fraction of a cell. Box faces lie at coordinates that are
+# often whole multiples of the cell size; without a shift the face sits exactly on a checker
+# edge and rounding in the hit point picks the color per pixel (speckle that differs by view).
+_CHECKER_SHIFT = 0.5773
 
 
 def noise_lattice(generator: torch.Generator) -> Float[Tensor, "32 32 32"]:
@@ -57,7 +61,7 @@ class Material:
         color = torch.tensor(self.color, dtype=p.dtype)
         shade = torch.ones(p.shape[0], dtype=p.dtype)
         if self.checker > 0:
-            cells = torch.floor(p / self.checker).long().sum(dim=1) % 2
+            cells = torch.floor(p / self.checker + _CHECKER_SHIFT).long().sum(dim=1) % 2
             shade = shade * (0.6 + 0.4 * cells.to(p.dtype))
         if self.lattice is not None:
             detail = 0.65 * value_noise(self.lattice, p * self.noise_scale) + 0.35 * value_noise(
