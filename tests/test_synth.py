@@ -2,11 +2,12 @@ import math
 
 import pytest
 import torch
-from geometry import reproject
 
 from fourreal.io import load_grid, save_grid
 from fourreal.synth import SCENES, ArcConfig, build_scene, synth_grid
 from fourreal.synth.shapes import BendingCapsule, Box, Sphere
+
+from geometry import reproject
 
 SCENE_NAMES = sorted(SCENES)
 
