@@ -170,6 +170,42 @@ def preview(
     print(f"wrote previews of {grid} to {folder}")
 
 
+def bench(
+    target: tyro.conf.Positional[Literal["render"]],
+    counts: tuple[int, ...] = (10_000, 50_000, 200_000),
+    sizes: tuple[str, ...] = ("144x256", "288x512"),
+    backends: tuple[Literal["torch", "gsplat"], ...] = (),
+    repeats: int = 3,
+    output: Output = Path("bench/results/render.json"),
+    quiet: bool = False,
+) -> None:
+    """Benchmark a part of fourreal and write the results as JSON.
+
+    render: forward and forward+backward time, Gaussians per second and peak memory of the
+    Gaussian rasterizer, for each available backend (torch everywhere, gsplat on CUDA), each
+    configuration in a fresh process.
+
+    Args:
+        target: What to benchmark.
+        counts: Numbers of Gaussians.
+        sizes: Image sizes as HEIGHTxWIDTH.
+        backends: Backends to run (default: every available one).
+        repeats: Timed runs per configuration (the median is reported), after one warm-up.
+        output: JSON file to write.
+        quiet: Print nothing.
+    """
+    from fourreal.recon.render.benchmark import bench_render
+
+    parsed = []
+    for size in sizes:
+        try:
+            height, width = (int(x) for x in size.lower().split("x"))
+        except ValueError:
+            raise FourrealError(f"--sizes takes HEIGHTxWIDTH like 144x256, got {size!r}") from None
+        parsed.append((height, width))
+    bench_render(tuple(counts), tuple(parsed), tuple(backends) or None, repeats, output, quiet)
+
+
 def _check_sizes(**sizes: int) -> None:
     for name, value in sizes.items():
         if value < 1:
@@ -186,6 +222,7 @@ COMMANDS = {
     "demo": demo,
     "import": import_,
     "preview": preview,
+    "bench": bench,
 }
 
 

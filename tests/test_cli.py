@@ -80,3 +80,19 @@ def test_python_dash_m_and_help():
     )
     assert out.returncode == 0
     assert "--scene" in out.stdout and "--views" in out.stdout and "-o" in out.stdout
+
+
+def test_bench_render_writes_json(tmp_path, capsys):
+    out = tmp_path / "render.json"
+    main(
+        ["bench", "render", "--counts", "300", "--sizes", "16x24", "--repeats", "1", "-o", str(out)]
+    )
+    report = json.loads(out.read_text())
+    (row,) = report["results"]
+    assert row["backend"] == "torch" and row["num_gaussians"] == 300
+    assert row["height"] == 16 and row["width"] == 24
+    assert 0 < row["forward_ms"] < row["forward_backward_ms"] * 10
+    assert row["peak_memory_mb"] >= 0 and report["machine"]["cpus"] >= 1
+    assert "fwd+bwd ms" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["bench", "render", "--sizes", "big", "-o", str(out)])
