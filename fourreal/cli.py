@@ -16,7 +16,7 @@ Output = Annotated[Path, tyro.conf.arg(aliases=("-o",))]
 
 
 def synth(
-    output: Output,
+    output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None,
     scene: SceneName = "default",
     seed: int = 0,
     views: int = 8,
@@ -28,17 +28,33 @@ def synth(
     camera_height: float = 1.5,
     look_at: tuple[float, float, float] = (0.0, 0.0, 0.3),
     fov_deg: float = 50.0,
-    fps: float = 8.0,
+    azimuth_deg: float = -90.0,
+    fps: float | None = None,
     num_tracks: int = 4096,
+    asset: str | None = None,
+    clip: str | None = None,
+    list_clips: bool = False,
+    elevation_deg: float = 20.0,
+    distance: float | None = None,
+    frame_step: float | None = None,
+    start_frame: float = 0.0,
+    background: tuple[float, float, float] = (0.55, 0.62, 0.7),
+    ground: bool = False,
+    supersample: int = 4,
     previews: bool = False,
     quiet: bool = False,
 ) -> None:
-    """Render a procedural dynamic scene into a grid with exact ground truth.
+    """Render a procedural dynamic scene, or an animated 3D asset, into a grid with ground truth.
 
     Writes grid format v1 (frames, cameras in grid.json, depth maps) and gt/ (3D tracks of surface
     points, their visibility, per-pixel object ids). The grid is fully determined by --scene,
     --seed and the sizes. Scenes: default (orbiting ball, turning crate, waving stalk), orbit
     (rigid), wave (non-rigid bending), spin (turning and hopping).
+
+    With --asset, renders an animated asset instead (needs pip install 'fourreal[assets]'): the
+    panda bundled with Panda3D (--asset panda) or a .glb/.gltf/.egg/.bam file, posed along one of
+    its clips, normalized to a unit bounding sphere standing on z = 0, seen by cameras on an arc
+    around it. The gt/ tracks are posed mesh vertices.
 
     Args:
         output: Folder to write the grid into (replaced if it is an earlier grid).
@@ -48,13 +64,24 @@ def synth(
         times: Number of time steps T, sampling one clip of motion.
         height: Frame height in pixels.
         width: Frame width in pixels.
-        arc_deg: Angle covered by the camera arc, in degrees.
-        radius: Horizontal distance of the cameras from the look-at point.
-        camera_height: Height of the cameras above the ground.
-        look_at: The point all cameras look at (world, z up).
+        arc_deg: Angle covered by the camera arc, in degrees (--asset: 360 is a full circle).
+        radius: Horizontal distance of the cameras from the look-at point (scenes).
+        camera_height: Height of the cameras above the ground (scenes).
+        look_at: The point all cameras look at (world, z up; scenes).
         fov_deg: Horizontal field of view, in degrees.
-        fps: Frame rate recorded in grid.json and used for previews.
-        num_tracks: Number of ground-truth surface points tracked over time.
+        azimuth_deg: Azimuth of the middle of the arc, degrees from +x (-90: facing assets).
+        fps: Frame rate of the grid (default 8; --asset: steps per clip second, default: 1 pass).
+        num_tracks: Number of ground-truth surface points (asset: mesh vertices) tracked over time.
+        asset: Render this animated asset: 'panda', or a .glb/.gltf/.egg/.bam file.
+        clip: The asset's clip to play (default: its first), or an egg/bam animation file for it.
+        list_clips: Print the asset's clips (frames, frame rate) and exit.
+        elevation_deg: Camera elevation above the asset's center, in degrees (--asset).
+        distance: Camera distance in bounding-sphere radii (--asset; default: the sphere fits).
+        frame_step: Clip frames per grid step (--asset; instead of --fps).
+        start_frame: Clip frame of the first column (--asset).
+        background: Background color, RGB in [0, 1] (--asset).
+        ground: Put a checkered ground disk under the asset (--asset).
+        supersample: Anti-aliasing: render this many times larger and average (--asset).
         previews: Also write previews (contact sheet, mp4 per row and column) into OUTPUT/previews.
         quiet: No progress bar.
     """
@@ -62,16 +89,36 @@ def synth(
     from fourreal.synth import ArcConfig, synth_grid
 
     _check_sizes(views=views, times=times, height=height, width=width)
-    arc = ArcConfig(
-        arc_deg=arc_deg, radius=radius, height=camera_height, look_at=look_at, fov_deg=fov_deg
-    )
-    grid = synth_grid(
-        scene, seed, views, times, height, width, arc, fps, num_tracks, progress=not quiet
-    )
+    if list_clips:
+        if asset is None:
+            raise FourrealError("--list-clips lists the clips of an --asset; give one")
+        from fourreal.synth.assets import describe_clips
+
+        print(describe_clips(asset, clip))
+        return
+    if output is None:
+        raise FourrealError("give the output folder: -o/--output")
+    if asset is not None:
+        from fourreal.synth.assets import AssetCameras, AssetStage, asset_grid
+
+        cameras = AssetCameras(arc_deg, elevation_deg, distance, azimuth_deg, fov_deg)
+        stage = AssetStage(background=background, ground=ground)
+        grid = asset_grid(
+            asset, clip, views, times, height, width, cameras, stage, fps, frame_step,
+            start_frame, num_tracks, supersample, progress=not quiet,
+        )  # fmt: skip
+        what = f"asset '{asset}' (clip {grid.source['clip']})"
+    else:
+        arc = ArcConfig(arc_deg, radius, camera_height, look_at, azimuth_deg, fov_deg)
+        fps = 8.0 if fps is None else fps
+        grid = synth_grid(
+            scene, seed, views, times, height, width, arc, fps, num_tracks, progress=not quiet
+        )
+        what = f"scene '{scene}' (seed {seed})"
     save_grid(grid, output)
     if previews:
         write_previews(grid, output / "previews")
-    _say(quiet, f"wrote {views}x{times} grid of scene '{scene}' (seed {seed}) to {output}")
+    _say(quiet, f"wrote {views}x{times} grid of {what} to {output}")
 
 
 def demo(output: Output = Path("demo_out"), scene: SceneName = "default", quiet: bool = False):
