@@ -217,6 +217,56 @@ def preview(
     print(f"wrote previews of {grid} to {folder}")
 
 
+def track(
+    grid: tyro.conf.Positional[Path],
+    output: Output,
+    depth: Literal["triangulate", "gt"] = "triangulate",
+    estimate_intrinsics: bool = False,
+    keyframe_stride: int = 2,
+    point_stride: int = 2,
+    quiet: bool = False,
+) -> None:
+    """Dense 3D tracking of a grid's freeze-time column (t = 0): cameras, depth, canonical points.
+
+    Estimates the column's cameras from optical flow (OpenCV DIS) by bundle adjustment,
+    triangulates dense depth for every view, and lifts points from keyframes into the central
+    view's camera frame (the canonical frame), with each point's position in every view and the
+    views' residual offsets. Intrinsics come from grid.json when it has them, else one focal
+    length is estimated (principal point at the image center). Writes OUTPUT/tracks.safetensors,
+    canonical.ply (colored points), cameras.json (T_world_cam per view, identity at the central
+    view) and tracks.png.
+
+    Args:
+        grid: The grid folder.
+        output: Folder to write the tracks into.
+        depth: triangulate (from the frames) or gt (the grid's depth maps; fixes the scale too).
+        estimate_intrinsics: Ignore the intrinsics in grid.json and estimate the focal length.
+        keyframe_stride: Every this many views is a keyframe contributing points.
+        point_stride: Spacing in pixels of the points taken from each keyframe.
+        quiet: Print nothing.
+    """
+    from fourreal.io import load_grid
+    from fourreal.tracking.io import save_tracks
+    from fourreal.tracking.pipeline import TrackConfig, track_column
+
+    loaded = load_grid(grid)
+    K = None
+    if loaded.cameras is not None and not estimate_intrinsics:
+        K = loaded.cameras.K
+    gt_depth = None if loaded.depth is None else loaded.depth[:, 0]
+    config = TrackConfig(depth=depth, keyframe_stride=keyframe_stride, point_stride=point_stride)
+    column = loaded.frames[:, 0]
+    result = track_column(column, K, gt_depth, config)
+    save_tracks(result, column, output)
+    stats = result.stats
+    _say(
+        quiet,
+        f"tracked {loaded.views} views: {int(stats['num_points'])} canonical points, "
+        f"focal {stats['focal_px']:.1f} px, reprojection RMS {stats['ba_rms_px']:.2f} px, "
+        f"{stats['seconds']:.1f} s -> {output}",
+    )
+
+
 def bench(
     target: tyro.conf.Positional[Literal["render"]],
     counts: tuple[int, ...] = (10_000, 50_000, 200_000),
@@ -269,6 +319,7 @@ COMMANDS = {
     "demo": demo,
     "import": import_,
     "preview": preview,
+    "track": track,
     "bench": bench,
 }
 
