@@ -220,7 +220,8 @@ def preview(
 def track(
     grid: tyro.conf.Positional[Path],
     output: Output,
-    depth: Literal["triangulate", "gt"] = "triangulate",
+    depth: Literal["triangulate", "gt", "mono"] = "triangulate",
+    mono_model: Path | None = None,
     estimate_intrinsics: bool = False,
     keyframe_stride: int = 2,
     point_stride: int = 2,
@@ -239,7 +240,10 @@ def track(
     Args:
         grid: The grid folder.
         output: Folder to write the tracks into.
-        depth: triangulate (from the frames) or gt (the grid's depth maps; fixes the scale too).
+        depth: triangulate (from the frames), gt (the grid's depth maps; fixes the scale too), or
+            mono (triangulation, with the gaps filled by a monocular depth model aligned to it).
+        mono_model: Local folder of a transformers depth model (e.g. Depth Anything) for
+            --depth mono; loaded from disk only, safetensors weights only.
         estimate_intrinsics: Ignore the intrinsics in grid.json and estimate the focal length.
         keyframe_stride: Every this many views is a keyframe contributing points.
         point_stride: Spacing in pixels of the points taken from each keyframe.
@@ -254,7 +258,12 @@ def track(
     if loaded.cameras is not None and not estimate_intrinsics:
         K = loaded.cameras.K
     gt_depth = None if loaded.depth is None else loaded.depth[:, 0]
-    config = TrackConfig(depth=depth, keyframe_stride=keyframe_stride, point_stride=point_stride)
+    config = TrackConfig(
+        depth=depth,
+        mono_model=None if mono_model is None else str(mono_model),
+        keyframe_stride=keyframe_stride,
+        point_stride=point_stride,
+    )
     column = loaded.frames[:, 0]
     result = track_column(column, K, gt_depth, config)
     save_tracks(result, column, output)

@@ -122,3 +122,47 @@ def test_track_command_writes_files_that_read_back(column_grid, tmp_path):
     (out / "tracks.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(FourrealError, match=r"tracks\.safetensors"):
         load_tracks(out)
+
+
+@pytest.fixture(scope="module")
+def tiny_depth_model(tmp_path_factory):
+    """A randomly initialized Depth Anything in a local folder (no download)."""
+    transformers = pytest.importorskip("transformers")
+    backbone = transformers.Dinov2Config(
+        hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+        image_size=56, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
+        reshape_hidden_states=False,
+    )  # fmt: skip
+    config = transformers.DepthAnythingConfig(
+        backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
+        fusion_hidden_size=16, head_hidden_size=8, patch_size=14,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.DepthAnythingForDepthEstimation(config)
+    folder = tmp_path_factory.mktemp("depth_anything_tiny")
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 56}}))
+    return folder
+
+
+def test_monocular_depth_alignment_recovers_depth():
+    from fourreal.tracking.mono import align_inverse_depth
+
+    truth = torch.rand(30, 40) * 3 + 1
+    disparity = 0.7 / truth + 0.2  # what a relative inverse-depth model gives, up to s and b
+    sparse = torch.where(torch.rand(30, 40) < 0.3, truth, torch.zeros_like(truth))
+    assert torch.allclose(align_inverse_depth(disparity, sparse), truth, rtol=1e-4)
+
+
+def test_monocular_adapter_loads_a_local_model_and_fills_depth(column_grid, tiny_depth_model):
+    from fourreal.tracking.mono import MonoDepth
+
+    frames = column_grid.frames[:4, 0]
+    disparity = MonoDepth(tiny_depth_model)(frames)
+    assert disparity.shape == (4, 144, 256) and torch.isfinite(disparity).all()
+    K = column_grid.cameras.K[:4]
+    plain = track_column(frames, K)
+    filled = track_column(frames, K, config=TrackConfig("mono", mono_model=str(tiny_depth_model)))
+    assert filled.stats["dense_fraction"] > plain.stats["dense_fraction"]
+    with pytest.raises(FourrealError, match="not a model folder"):
+        MonoDepth(tiny_depth_model / "missing")

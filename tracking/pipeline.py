@@ -22,8 +22,11 @@ from fourreal.tracking.poses import estimate_poses
 class TrackConfig:
     """Settings of :func:`track_column`."""
 
-    depth: Literal["triangulate", "gt"] = "triangulate"
-    """Where depth comes from: multi-view triangulation, or the grid's own depth maps."""
+    depth: Literal["triangulate", "gt", "mono"] = "triangulate"
+    """Where depth comes from: multi-view triangulation, the grid's own depth maps, or
+    triangulation filled in by a learned monocular depth model aligned to it (``mono_model``)."""
+    mono_model: str | None = None
+    """Local folder of a transformers depth model (Depth Anything) for ``depth="mono"``."""
     track_stride: int = 4
     """Spacing in pixels of the tracks used to estimate the cameras."""
     min_texture: float = 0.05
@@ -126,6 +129,8 @@ def track_column(
         confidence = (gt_depth > 0).float()
         dense = DenseDepth(gt_depth.float(), confidence, dense.tracks, dense.visible)
         stats["gt_scale"] = scale
+    if config.depth == "mono":
+        dense = _fill_with_mono(frames, dense, config)
     stats["dense_fraction"] = float((dense.depth > 0).float().mean())
     canon = canonical_points(
         frames, K_est, T_cam_world, dense, central, config.keyframe_stride, config.point_stride
@@ -158,6 +163,23 @@ def _camera_tracks(flows, texture: Tensor, config: TrackConfig) -> tuple[Tensor,
     visible = torch.cat(viss, 1)
     visible &= visible.sum(0, keepdim=True) >= 2
     return uv.double(), visible
+
+
+def _fill_with_mono(frames: Tensor, dense: DenseDepth, config: TrackConfig) -> DenseDepth:
+    """Where triangulation is not confident, use the monocular depth aligned (scale and shift in
+    inverse depth) to the triangulated depth of the same view."""
+    from fourreal.tracking.mono import MonoDepth, align_inverse_depth
+
+    if config.mono_model is None:
+        raise FourrealError("depth='mono' needs mono_model: the local folder of a depth model")
+    disparity = MonoDepth(config.mono_model)(frames)
+    depth, confidence = dense.depth.clone(), dense.confidence.clone()
+    for v in range(frames.shape[0]):
+        aligned = align_inverse_depth(disparity[v], dense.depth[v])
+        fill = (depth[v] == 0) & (aligned > 0)
+        depth[v][fill] = aligned[fill]
+        confidence[v][fill] = 0.25  # below any triangulated pixel's
+    return DenseDepth(depth, confidence, dense.tracks, dense.visible)
 
 
 def _scale_to(estimated: Tensor, reference: Tensor) -> float:
