@@ -217,6 +217,108 @@ def preview(
     print(f"wrote previews of {grid} to {folder}")
 
 
+def reconstruct(
+    grid: tyro.conf.Positional[Path],
+    output: Output,
+    preset: Literal["fast", "quality"] = "fast",
+    iterations: int | None = None,
+    holdout: float = 0.1,
+    resume: bool = False,
+    use_grid_cameras: bool = False,
+    estimate_intrinsics: bool = False,
+    no_prune: bool = False,
+    no_view_offsets: bool = False,
+    no_tracking_init: bool = False,
+    backend: Literal["auto", "torch", "cpu", "gsplat"] = "auto",
+    seed: int = 0,
+    quiet: bool = False,
+) -> None:
+    """Reconstruct a grid as dynamic 3D Gaussians (4D reconstruction, paper supplement 6).
+
+    Tracks the freeze-time column (cameras, depth, canonical points), makes one isotropic
+    Gaussian per point, prunes floaters by optimizing opacities against the column, then fits a
+    temporal deformation MLP (plus the per-view offsets from tracking) to all grid frames. About
+    10% of the frames outside row 0 and column 0 are held out and scored. Writes OUTPUT/scene.ply
+    (standard 3DGS PLY), scene.json, deform.safetensors, metrics.json, config.yaml, log.txt,
+    renders/ and checkpoint.safetensors (for --resume after an interruption).
+
+    Args:
+        grid: The grid folder.
+        output: The scene folder to write.
+        preset: fast (minutes on a laptop CPU) or quality (longer).
+        iterations: Override the preset's number of optimization steps.
+        holdout: Fraction of the frames outside row 0 and column 0 held out for evaluation.
+        resume: Continue from OUTPUT/checkpoint.safetensors (with the saved settings, unless
+            --iterations asks for more steps).
+        use_grid_cameras: Use the camera poses in grid.json instead of the tracked ones.
+        estimate_intrinsics: Ignore the intrinsics in grid.json and estimate the focal length.
+        no_prune: Ablation: skip floater pruning.
+        no_view_offsets: Ablation: drop the view-dependent offsets from tracking.
+        no_tracking_init: Ablation: start from random Gaussians instead of tracked points.
+        backend: Rasterizer backend.
+        seed: Seed of the held-out choice and the optimization.
+        quiet: No progress bars.
+    """
+    from fourreal.recon.config import PRESETS
+    from fourreal.recon.run import run_reconstruction
+
+    config = None
+    if not resume:
+        config = PRESETS[preset].replace(
+            holdout_fraction=holdout,
+            use_grid_cameras=use_grid_cameras,
+            estimate_intrinsics=estimate_intrinsics,
+            prune=not no_prune,
+            view_offsets=not no_view_offsets,
+            tracking_init=not no_tracking_init,
+            backend=backend,
+            seed=seed,
+        )
+        if iterations is not None:
+            config = config.replace(iterations=iterations)
+    elif iterations is not None:
+        from fourreal.recon.run import _config_from_dict
+        from fourreal.recon.scene import load_checkpoint
+
+        config = _config_from_dict(load_checkpoint(output)[2]).replace(iterations=iterations)
+    metrics = run_reconstruction(grid, output, config, resume=resume, progress=not quiet)
+    _say(
+        quiet,
+        f"held-out PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}, "
+        f"{metrics['num_gaussians']} Gaussians ({metrics['num_pruned']} pruned), "
+        f"{metrics['seconds']:.0f} s -> {output}",
+    )
+
+
+def export(
+    scene: tyro.conf.Positional[Path],
+    format: Literal["ply-sequence", "zip", "splatv"] = "ply-sequence",
+    output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None,
+) -> None:
+    """Export a reconstructed scene: per-time 3DGS PLYs, their zip, or .splatv.
+
+    Gaussians are placed at their deformed positions at each grid time (view offsets, which only
+    compensate inconsistencies between generated frames, are left out).
+
+    Args:
+        scene: The scene folder (or its scene.ply).
+        format: ply-sequence (t000.ply, ...), zip (of those), or splatv (cubic trajectories).
+        output: Where to write (default: SCENE/export/, SCENE/export.zip, SCENE/scene.splatv).
+    """
+    from fourreal.recon import export as exporters
+
+    folder = scene.parent if scene.name == "scene.ply" else scene
+    if format == "ply-sequence":
+        path = exporters.export_ply_sequence(folder, output or folder / "export")
+        print(f"wrote per-time PLYs to {path}")
+    elif format == "zip":
+        path = exporters.export_zip(folder, output or folder / "export.zip")
+        print(f"wrote {path}")
+    else:
+        path, rms = exporters.export_splatv(folder, output or folder / "scene.splatv")
+        print(f"wrote {path} (cubic trajectory fit RMS {rms:.2e} world units)")
+
+
 def track(
     grid: tyro.conf.Positional[Path],
     output: Output,
@@ -329,6 +431,8 @@ COMMANDS = {
     "import": import_,
     "preview": preview,
     "track": track,
+    "reconstruct": reconstruct,
+    "export": export,
     "bench": bench,
 }
 

@@ -1,0 +1,62 @@
+"""Settings of a reconstruction, with the ``fast`` and ``quality`` presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from fourreal.recon.deform import DeformConfig
+
+
+@dataclass(frozen=True)
+class ReconConfig:
+    iterations: int = 1200
+    """Optimization steps of the dynamic Gaussians."""
+    frames_per_step: int = 2
+    """Grid frames rendered per step."""
+    point_stride: int = 1
+    """Spacing in pixels of the tracked points that become Gaussians."""
+    keyframe_stride: int = 2
+    scale_factor: float = 0.7
+    """Initial standard deviation as a fraction of a point's pixel footprint."""
+    init_opacity: float = 0.8
+    prune_iterations: int = 120
+    prune_threshold: float = 0.15
+    lr_means: float = 1.6e-4
+    """Per unit of scene extent."""
+    lr_scales: float = 5e-3
+    lr_opacities: float = 3e-2
+    lr_colors: float = 1e-2
+    lr_deform: float = 1e-3
+    ssim_weight: float = 0.2
+    smooth_weight: float = 0.01
+    """Penalty on the change of the deformation between nearby times (per scene extent)."""
+    holdout_fraction: float = 0.1
+    """Fraction of the frames outside row 0 and column 0 held out for evaluation."""
+    seed: int = 0
+    deform: DeformConfig = field(default_factory=DeformConfig)
+    prune: bool = True
+    """Ablation: False skips floater pruning."""
+    view_offsets: bool = True
+    """Ablation: False drops the view-dependent offsets Δp_v."""
+    tracking_init: bool = True
+    """Ablation: False starts from random Gaussians instead of tracked points."""
+    use_grid_cameras: bool = False
+    """Use the cameras in grid.json (aligned to the tracked ones) instead of estimated ones."""
+    estimate_intrinsics: bool = False
+    """Ignore the intrinsics in grid.json."""
+    backend: str = "auto"
+    checkpoint_every: int = 200
+
+    def replace(self, **changes: Any) -> ReconConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, ReconConfig] = {
+    "fast": ReconConfig(),
+    "quality": ReconConfig(iterations=4000, frames_per_step=3, prune_iterations=300),
+}

@@ -1,0 +1,217 @@
+"""Fitting dynamic Gaussians to a grid: tracking → init → pruning → deformation (supplement 6)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from fourreal.errors import FourrealError
+from fourreal.recon.config import ReconConfig
+from fourreal.recon.init import from_tracks, random_like
+from fourreal.recon.losses import photometric_loss, psnr, ssim
+from fourreal.recon.model import DynamicGaussians
+from fourreal.recon.prune import prune_floaters
+from fourreal.recon.render import rasterize
+from fourreal.tracking.geometry import umeyama
+from fourreal.tracking.pipeline import ColumnTracks, TrackConfig, track_column
+from fourreal.types import Grid
+
+log = logging.getLogger("fourreal.recon")
+
+
+@dataclass
+class Reconstruction:
+    model: DynamicGaussians
+    K: Tensor  # [V, 3, 3]
+    T_world_cam: Tensor  # [V, 4, 4]
+    times: Tensor  # [T] normalized times in [0, 1]
+    background: Tensor  # [3]
+    holdout: list[tuple[int, int]]
+    num_pruned: int
+    losses: list[float] = field(default_factory=list)
+    step: int = 0
+
+    @property
+    def T_cam_world(self) -> Tensor:
+        return torch.linalg.inv(self.T_world_cam)
+
+    def render(self, v: int, t: int, views: bool = True, backend: str = "auto"):
+        """Render grid frame ``(v, t)`` (with view v's offsets unless ``views`` is False)."""
+        H, W = self.image_size
+        pos = self.model.positions(self.times[t : t + 1], torch.tensor([v]) if views else None)
+        return rasterize(
+            pos[0], self.model.scales, self.model.opacities, self.model.colors,
+            self.T_cam_world[v], self.K[v], W, H, self.background, backend=backend,
+        )  # fmt: skip
+
+    image_size: tuple[int, int] = (0, 0)
+
+
+def normalized_times(T: int) -> Tensor:
+    return torch.linspace(0, 1, T) if T > 1 else torch.zeros(1)
+
+
+def choose_holdout(V: int, T: int, fraction: float, seed: int) -> list[tuple[int, int]]:
+    """About ``fraction`` of the frames outside row 0 and column 0 (at least one if any)."""
+    inner = [(v, t) for v in range(1, V) for t in range(1, T)]
+    if not inner or fraction <= 0:
+        return []
+    count = max(1, round(fraction * len(inner)))
+    order = torch.randperm(len(inner), generator=torch.Generator().manual_seed(seed))
+    return sorted(inner[i] for i in order[:count].tolist())
+
+
+def background_of(grid: Grid) -> Tensor:
+    value = grid.source.get("background")
+    if isinstance(value, list | tuple) and len(value) == 3:
+        return torch.tensor([float(x) for x in value])
+    return torch.zeros(3)
+
+
+def track_grid(grid: Grid, config: ReconConfig) -> ColumnTracks:
+    K = None
+    if grid.cameras is not None and not config.estimate_intrinsics:
+        K = grid.cameras.K
+    track_config = TrackConfig(
+        keyframe_stride=config.keyframe_stride, point_stride=config.point_stride
+    )
+    return track_column(grid.frames[:, 0], K, config=track_config)
+
+
+def cameras_for(grid: Grid, tracks: ColumnTracks, config: ReconConfig) -> tuple[Tensor, Tensor]:
+    """``K`` and ``T_world_cam`` in the tracks' (canonical) frame: the tracked cameras, or with
+    ``use_grid_cameras`` the grid's, brought into that frame by a similarity on the centers."""
+    if not config.use_grid_cameras:
+        return tracks.K.float(), tracks.T_world_cam.float()
+    if grid.cameras is None or grid.cameras.T_world_cam is None:
+        raise FourrealError("use_grid_cameras needs cameras with poses in grid.json")
+    given = grid.cameras.T_world_cam.double()
+    s, R, t = umeyama(given[:, :3, 3], tracks.T_world_cam.double()[:, :3, 3])
+    out = given.clone()
+    out[:, :3, :3] = R @ given[:, :3, :3]
+    out[:, :3, 3] = s * given[:, :3, 3] @ R.T + t
+    return grid.cameras.K.float(), out.float()
+
+
+def initialize(grid: Grid, config: ReconConfig, progress: bool) -> Reconstruction:
+    tracks = track_grid(grid, config)
+    background = background_of(grid)
+    if config.tracking_init:
+        model = from_tracks(
+            tracks, config.point_stride, config.scale_factor, config.init_opacity, config.deform,
+            use_view_offsets=config.view_offsets,
+        )  # fmt: skip
+    else:
+        count = tracks.points.shape[0]
+        model = random_like(tracks, count, config.init_opacity, config.deform, config.seed)
+    pruned = 0
+    if config.prune and config.tracking_init:
+        pruned = prune_floaters(
+            model, tracks, grid.frames[:, 0], background, config.prune_iterations,
+            config.prune_threshold, backend=config.backend, seed=config.seed, progress=progress,
+        )  # fmt: skip
+        log.info("pruned %d of %d Gaussians", pruned, pruned + len(model))
+    K, T_world_cam = cameras_for(grid, tracks, config)
+    holdout = choose_holdout(grid.views, grid.times, config.holdout_fraction, config.seed)
+    recon = Reconstruction(
+        model, K, T_world_cam, normalized_times(grid.times), background, holdout, pruned
+    )
+    recon.image_size = (grid.height, grid.width)
+    return recon
+
+
+def make_optimizer(recon: Reconstruction, config: ReconConfig) -> torch.optim.Optimizer:
+    model = recon.model
+    extent = float(model.deform.extent)
+    return torch.optim.Adam(
+        [
+            {"params": [model.means], "lr": config.lr_means * extent},
+            {"params": [model.log_scales], "lr": config.lr_scales},
+            {"params": [model.opacity_logits], "lr": config.lr_opacities},
+            {"params": [model.color_logits], "lr": config.lr_colors},
+            {"params": model.deform.parameters(), "lr": config.lr_deform},
+        ],
+        eps=1e-15,
+    )
+
+
+def train(
+    recon: Reconstruction,
+    grid: Grid,
+    config: ReconConfig,
+    optimizer: torch.optim.Optimizer,
+    progress: bool = False,
+    on_checkpoint=None,
+) -> None:
+    """Optimize from ``recon.step`` to ``config.iterations``; ``on_checkpoint(recon, optimizer)``
+    is called every ``checkpoint_every`` steps (and can be interrupted safely between them)."""
+    V, T = grid.views, grid.times
+    held = set(recon.holdout)
+    train_frames = [(v, t) for v in range(V) for t in range(T) if (v, t) not in held]
+    targets = grid.frames.permute(0, 1, 3, 4, 2)  # [V, T, H, W, 3]
+    g = torch.Generator().manual_seed(config.seed + recon.step)
+    extent = float(recon.model.deform.extent)
+    total = config.iterations
+    bar = tqdm(total=total, initial=recon.step, desc="reconstructing", disable=not progress)
+    while recon.step < total:
+        pick = torch.randint(len(train_frames), (config.frames_per_step,), generator=g).tolist()
+        loss = torch.zeros(())
+        for index in pick:
+            v, t = train_frames[index]
+            out = recon.render(v, t, backend=config.backend)
+            loss = loss + photometric_loss(out.rgb, targets[v, t], config.ssim_weight)
+        loss = loss / len(pick)
+        if config.smooth_weight > 0 and T > 1:
+            sample = recon.model.means[torch.randint(len(recon.model), (2048,), generator=g)]
+            times = torch.rand(1, generator=g)
+            dt = 0.5 / (T - 1)
+            a = recon.model.deform(sample, times)
+            b = recon.model.deform(sample, (times + dt).clamp(max=1))
+            loss = loss + config.smooth_weight * ((a - b).norm(dim=-1).mean() / extent)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        recon.step += 1
+        recon.losses.append(float(loss.detach()))
+        bar.update(1)
+        if recon.step % 20 == 0:
+            bar.set_postfix(loss=f"{recon.losses[-1]:.4f}", n=len(recon.model))
+        if on_checkpoint is not None and recon.step % config.checkpoint_every == 0:
+            on_checkpoint(recon, optimizer)
+    bar.close()
+
+
+@torch.no_grad()
+def evaluate(recon: Reconstruction, grid: Grid, frames: list[tuple[int, int]] | None = None):
+    """PSNR and SSIM over ``frames`` (default: the held-out ones)."""
+    frames = recon.holdout if frames is None else frames
+    if not frames:
+        return {"psnr": float("nan"), "ssim": float("nan"), "frames": 0}
+    targets = grid.frames.permute(0, 1, 3, 4, 2)
+    values = []
+    for v, t in frames:
+        out = recon.render(v, t).rgb.clamp(0, 1)
+        values.append((psnr(out, targets[v, t]), float(ssim(out, targets[v, t]))))
+    p = sum(x for x, _ in values) / len(values)
+    s = sum(y for _, y in values) / len(values)
+    return {"psnr": p, "ssim": s, "frames": len(values)}
+
+
+def reconstruct(grid: Grid, config: ReconConfig, progress: bool = False, on_checkpoint=None):
+    """The whole pipeline on an in-memory grid; returns the reconstruction and its metrics."""
+    start = time.perf_counter()
+    recon = initialize(grid, config, progress)
+    optimizer = make_optimizer(recon, config)
+    train(recon, grid, config, optimizer, progress, on_checkpoint)
+    metrics = evaluate(recon, grid)
+    metrics.update(num_gaussians=len(recon.model), num_pruned=recon.num_pruned,
+                   seconds=time.perf_counter() - start)  # fmt: skip
+    if not math.isfinite(recon.losses[-1] if recon.losses else 0.0):
+        raise FourrealError("the optimization diverged (non-finite loss)")
+    return recon, metrics

@@ -1,0 +1,76 @@
+"""Dynamic isotropic Gaussians: canonical parameters, view offsets and the deformation field.
+
+Frame ``(v, t)`` places each Gaussian at ``p + Δp_v + Δp_t(p, t)`` (Eq. 11) and renders it with
+view v's camera. ``Δp_v`` comes from tracking and compensates inconsistencies between the views
+of the grid; it is dropped for display and export.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from fourreal.recon.deform import DeformConfig, DeformField
+from fourreal.types import GaussianParams
+
+
+class DynamicGaussians(nn.Module):
+    def __init__(
+        self,
+        means: Tensor,
+        scales: Tensor,
+        opacities: Tensor,
+        colors: Tensor,
+        view_offsets: Tensor,
+        deform: DeformConfig,
+        extent: float,
+    ) -> None:
+        super().__init__()
+        self.means = nn.Parameter(means.float().clone())
+        self.log_scales = nn.Parameter(scales.float().clamp_min(1e-6).log())
+        o = opacities.float().clamp(1e-4, 1 - 1e-4)
+        self.opacity_logits = nn.Parameter(torch.log(o / (1 - o)))
+        c = colors.float().clamp(1e-3, 1 - 1e-3)
+        self.color_logits = nn.Parameter(torch.log(c / (1 - c)))
+        self.register_buffer("view_offsets", view_offsets.float().clone())  # [V, N, 3]
+        self.deform = DeformField(deform, means.float().mean(0), extent)
+
+    def __len__(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def scales(self) -> Tensor:
+        return self.log_scales.exp()
+
+    @property
+    def opacities(self) -> Tensor:
+        return torch.sigmoid(self.opacity_logits)
+
+    @property
+    def colors(self) -> Tensor:
+        return torch.sigmoid(self.color_logits)
+
+    def positions(self, times: Tensor, views: Tensor | None = None) -> Tensor:
+        """Positions ``[B, N, 3]`` at normalized ``times [B]``, with the offsets of ``views [B]``
+        (None: no view offsets, as for display)."""
+        p = self.means[None] + self.deform(self.means, times)
+        if views is not None:
+            p = p + self.view_offsets[views]
+        return p
+
+    @torch.no_grad()
+    def keep(self, mask: Tensor) -> None:
+        """Keep only the Gaussians where ``mask`` is True (optimizer state must be rebuilt)."""
+        for name in ("means", "log_scales", "opacity_logits", "color_logits"):
+            setattr(self, name, nn.Parameter(getattr(self, name)[mask].clone()))
+        self.view_offsets = self.view_offsets[:, mask].clone()
+
+    @torch.no_grad()
+    def canonical(self) -> GaussianParams:
+        return GaussianParams.isotropic(self.means, self.scales, self.opacities, self.colors)
+
+    @torch.no_grad()
+    def at_time(self, time: float) -> GaussianParams:
+        t = torch.tensor([time], dtype=self.means.dtype)
+        means = self.positions(t)[0]
+        return GaussianParams.isotropic(means, self.scales, self.opacities, self.colors)
