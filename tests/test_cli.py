@@ -34,14 +34,17 @@ def test_synth_writes_the_same_grid_as_the_library(tmp_path):
     assert meta["cameras"]["T_world_cam"] is not None
 
 
-def test_demo_writes_grid_contact_sheet_and_videos(tmp_path, capsys):
-    main(["demo", "-o", str(tmp_path / "demo"), "--quiet"])
+@pytest.mark.slow
+def test_demo_runs_the_whole_chain(tmp_path, capsys):
+    main(["demo", "-o", str(tmp_path / "demo"), "--iterations", "30", "--quiet"])
     grid = load_grid(tmp_path / "demo" / "grid")
     assert (grid.views, grid.times, grid.height, grid.width) == (8, 8, 144, 256)
     assert (tmp_path / "demo" / "previews" / "contact_sheet.png").stat().st_size > 10_000
     video = read_video(tmp_path / "demo" / "grid.mp4")
     assert video.shape[0] == 2 * (2 * 8 - 2)  # ping-pong loop, twice
-    assert len(list((tmp_path / "demo" / "previews" / "rows").glob("*.mp4"))) == 8
+    assert (tmp_path / "demo" / "scene" / "export" / "t007.ply").is_file()
+    report = (tmp_path / "demo" / "report.html").read_text()
+    assert "Metrics on held-out frames" in report and "data:image/png;base64" in report
     assert capsys.readouterr().out == ""
 
 
