@@ -138,7 +138,7 @@ def demo(
     Args:
         output: Folder for the demo's results.
         scene: Which synthetic scene to use.
-        iterations: Override the fast preset's number of reconstruction steps.
+        iterations: Reconstruction steps (default 300, fewer than the fast preset, for speed).
         quiet: No progress bars.
     """
     from fourreal.io import save_grid, write_mosaic_video, write_previews

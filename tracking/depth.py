@@ -24,8 +24,9 @@ class DepthConfig:
     min_views: int = 3
     max_rms_px: float = 1.0
     min_angle_deg: float = 2.0
-    min_texture: float = 0.02
-    """Minimum Shi–Tomasi score relative to the frame's 99th percentile."""
+    min_texture: float = 0.0005
+    """Minimum Shi–Tomasi score relative to the frame's 99th percentile (the score grows with the
+    square of the contrast: 0.0005 keeps dim but textured surfaces, drops flat background)."""
 
 
 @dataclass
