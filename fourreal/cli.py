@@ -258,7 +258,7 @@ def reconstruct(
     no_prune: bool = False,
     no_view_offsets: bool = False,
     no_tracking_init: bool = False,
-    backend: Literal["auto", "torch", "cpu", "gsplat"] = "auto",
+    backend: Literal["auto", "torch", "gsplat"] = "auto",
     seed: int = 0,
     quiet: bool = False,
 ) -> None:
