@@ -258,7 +258,7 @@ def reconstruct(
     no_prune: bool = False,
     no_view_offsets: bool = False,
     no_tracking_init: bool = False,
-    backend: Literal["auto", "torch", "gsplat"] = "auto",
+    backend: Literal["auto", "torch", "cpu", "gsplat"] = "auto",
     seed: int = 0,
     quiet: bool = False,
 ) -> None:
@@ -411,7 +411,7 @@ def bench(
     target: tyro.conf.Positional[Literal["render"]],
     counts: tuple[int, ...] = (10_000, 50_000, 200_000),
     sizes: tuple[str, ...] = ("144x256", "288x512"),
-    backends: tuple[Literal["torch", "gsplat"], ...] = (),
+    backends: tuple[Literal["torch", "cpu", "gsplat"], ...] = (),
     repeats: int = 3,
     output: Output = Path("bench/results/render.json"),
     quiet: bool = False,
@@ -419,8 +419,8 @@ def bench(
     """Benchmark a part of fourreal and write the results as JSON.
 
     render: forward and forward+backward time, Gaussians per second and peak memory of the
-    Gaussian rasterizer, for each available backend (torch everywhere, gsplat on CUDA), each
-    configuration in a fresh process.
+    Gaussian rasterizer, for each available backend (torch everywhere, cpu where a C++ compiler
+    is present, gsplat on CUDA), each configuration in a fresh process.
 
     Args:
         target: What to benchmark.

@@ -7,6 +7,7 @@ import torch
 
 from fourreal.cli import main
 from fourreal.io import load_grid, read_video, write_video
+from fourreal.recon.render.benchmark import available_backends
 from fourreal.synth import ArcConfig, synth_grid
 
 
@@ -91,11 +92,13 @@ def test_bench_render_writes_json(tmp_path, capsys):
         ["bench", "render", "--counts", "300", "--sizes", "16x24", "--repeats", "1", "-o", str(out)]
     )
     report = json.loads(out.read_text())
-    (row,) = report["results"]
-    assert row["backend"] == "torch" and row["num_gaussians"] == 300
-    assert row["height"] == 16 and row["width"] == 24
-    assert 0 < row["forward_ms"] < row["forward_backward_ms"] * 10
-    assert row["peak_memory_mb"] >= 0 and report["machine"]["cpus"] >= 1
+    rows = {row["backend"]: row for row in report["results"]}
+    assert set(rows) == set(available_backends())
+    for row in rows.values():
+        assert row["num_gaussians"] == 300 and row["height"] == 16 and row["width"] == 24
+        assert 0 < row["forward_ms"] < row["forward_backward_ms"] * 10
+        assert row["peak_memory_mb"] >= 0
+    assert report["machine"]["cpus"] >= 1
     assert "fwd+bwd ms" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["bench", "render", "--sizes", "big", "-o", str(out)])

@@ -1,7 +1,8 @@
 """Differentiable rasterization of isotropic 3D Gaussians (design.md §6).
 
 One stateless function, :func:`rasterize`, with interchangeable backends that follow the same
-contract: ``torch`` (the pure PyTorch reference, CPU or GPU) and ``gsplat`` (CUDA only).
+contract: ``torch`` (the pure PyTorch reference, CPU or GPU), ``cpu`` (compiled C++ with OpenMP,
+built on first use) and ``gsplat`` (CUDA only).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from torch import Tensor
 from fourreal.errors import ShapeError
 from fourreal.types import check_finite, check_shape
 
-Backend = Literal["auto", "torch", "gsplat"]
-BACKENDS = ("torch", "gsplat")
+Backend = Literal["auto", "torch", "cpu", "gsplat"]
+BACKENDS = ("torch", "cpu", "gsplat")
 
 
 @dataclass
@@ -54,9 +55,10 @@ def rasterize(
         K: Intrinsics in pixels, ``[3, 3]`` or ``[C, 3, 3]`` (one is shared by all cameras).
         width, height: Image size in pixels.
         background: RGB composited behind the Gaussians (default black).
-        backend: ``"torch"``, ``"gsplat"`` (CUDA only) or ``"auto"`` (gsplat on CUDA when it is
-            installed, else torch).
-        tile_size: Tile edge in pixels (torch backend); the image does not depend on it.
+        backend: ``"torch"``, ``"cpu"`` (CPU only; compiled on first use), ``"gsplat"`` (CUDA
+            only) or ``"auto"``: gsplat on CUDA when it is installed; on the CPU, the cpu backend
+            for float32 when it builds (else torch, with one warning) and torch for float64.
+        tile_size: Tile edge in pixels (torch and cpu backends); the image does not depend on it.
 
     Returns:
         :class:`RenderOutput` with ``rgb``, ``alpha`` and accumulated ``depth``, each
@@ -65,6 +67,8 @@ def rasterize(
     Differentiable with respect to means, scales, opacities, colors and ``T_cam_world``.
     """
     batched = T_cam_world.ndim == 3
+    if tile_size < 1:
+        raise ShapeError(f"tile_size must be at least 1, got {tile_size}")
     T_cam_world, K, background = _check_inputs(
         means, scales, opacities, colors, T_cam_world, K, width, height, background
     )
@@ -75,6 +79,13 @@ def rasterize(
         rgb, alpha, depth = rasterize_gsplat(
             means, scales, opacities, colors, T_cam_world, K, width, height, background
         )
+    elif name == "cpu":
+        from fourreal.recon.render.cpu_backend import rasterize_cpu
+
+        rgb, alpha, depth = rasterize_cpu(
+            means, scales, opacities, colors, T_cam_world, K, width, height, background,
+            tile_size=tile_size,
+        )  # fmt: skip
     else:
         from fourreal.recon.render.torch_backend import rasterize_torch
 
@@ -97,11 +108,23 @@ def _choose(backend: str, means: Tensor) -> str:
                 "use backend='torch' or 'auto' on the CPU"
             )
         return "gsplat"
+    if backend == "cpu" and means.is_cuda:
+        raise RuntimeError("backend='cpu' renders CPU tensors; use 'auto' or 'gsplat' on CUDA")
     if backend == "auto":
-        if means.is_cuda and gsplat_available():
-            return "gsplat"
+        if means.is_cuda:
+            return "gsplat" if gsplat_available() else "torch"
+        # float64 is for checking against the reference, so it gets the reference itself
+        if means.device.type == "cpu" and means.dtype == torch.float32 and cpu_available():
+            return "cpu"
         return "torch"
     return backend
+
+
+def cpu_available() -> bool:
+    """Whether the compiled cpu backend builds (on first call) and loads; warns once if not."""
+    from fourreal.recon.render.cpu_backend import available
+
+    return available()
 
 
 def gsplat_available() -> bool:

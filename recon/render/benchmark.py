@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from fourreal.io.atomic import atomic_file
-from fourreal.recon.render import gsplat_available, rasterize
+from fourreal.recon.render import cpu_available, gsplat_available, rasterize
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,11 @@ def _peak_rss_bytes() -> int:
 
 
 def available_backends() -> list[str]:
+    """torch everywhere, cpu where it builds (compiling it here, once, if needed), gsplat with
+    CUDA."""
     backends = ["torch"]
+    if cpu_available():
+        backends.append("cpu")
     if torch.cuda.is_available() and gsplat_available():
         backends.append("gsplat")
     return backends
@@ -146,15 +150,18 @@ def bench_render(
     output: Path | None = Path("bench/results/render.json"),
     quiet: bool = False,
 ) -> dict:
-    """Run every (backend, size, count) in its own subprocess; print a table; write JSON."""
+    """Run every (size, count, backend) in its own subprocess; print a table; write JSON. The
+    backends of one configuration run back to back, so that they see the same machine load."""
     rows = []
+    load_before = os.getloadavg()  # other work on the machine makes every timing slower
     header = f"{'backend':8s} {'size':>9s} {'gaussians':>9s} {'fwd ms':>9s} {'fwd+bwd ms':>11s} "
     header += f"{'Mgauss/s':>9s} {'peak MB':>8s}"
     if not quiet:
         print(header)
-    for backend in backends or available_backends():
-        for height, width in sizes:
-            for num in counts:
+    backends = backends or tuple(available_backends())
+    for height, width in sizes:
+        for num in counts:
+            for backend in backends:
                 case = Case(backend, num, height, width, repeats)
                 row = {**asdict(case), **_run_in_subprocess(case)}
                 rows.append(row)
@@ -168,6 +175,7 @@ def bench_render(
         "benchmark": "fourreal.recon.render.rasterize, one camera, median of repeats",
         "scene": "Gaussians filling the frustum at z in [2, 6], 3-sigma radii 2-10 px",
         "machine": machine(),
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         "results": rows,
     }
     if output is not None:
