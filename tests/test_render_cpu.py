@@ -299,4 +299,6 @@ def test_unsupported_inputs_are_clear_errors():
         rasterize(*scene, T_cam_world, K, 37, 23, backend="cpu", tile_size=0)
     if torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CPU tensors"):
-            rasterize(*(x.cuda() for x in scene), T_cam_world.cuda(), K.cuda(), 37, 23, "cpu")
+            rasterize(
+                *(x.cuda() for x in scene), T_cam_world.cuda(), K.cuda(), 37, 23, backend="cpu"
+            )
