@@ -57,6 +57,8 @@ def main() -> None:
     parser.add_argument("--scenes", nargs="+", default=["default", "orbit", "wave", "spin"])
     parser.add_argument("--ablations", action="store_true")
     parser.add_argument("--preset", default="fast")
+    parser.add_argument("--iterations", type=int, default=None, help="override the preset's")
+    parser.add_argument("--backend", default="auto", help="rasterizer backend")
     args = parser.parse_args()
     path = Path(__file__).parent / "results" / "recon.json"
     rows = json.loads(path.read_text())["results"] if path.exists() else []
@@ -67,11 +69,13 @@ def main() -> None:
         for name in names:
             with tempfile.TemporaryDirectory() as tmp:
                 grid_path = save_grid(blind, Path(tmp) / "grid")
-                config = PRESETS[args.preset].replace(**ABLATIONS[name])
+                config = PRESETS[args.preset].replace(**ABLATIONS[name], backend=args.backend)
+                if args.iterations is not None:
+                    config = config.replace(iterations=args.iterations)
                 metrics = run_reconstruction(grid_path, Path(tmp) / "scene", config, progress=False)
                 exported = exported_psnr(Path(tmp) / "scene", grid, metrics)
             row = {
-                "scene": scene, "variant": name, "preset": args.preset,
+                "scene": scene, "variant": name, "preset": args.preset, "backend": args.backend,
                 "psnr": round(metrics["psnr"], 3), "ssim": round(metrics["ssim"], 4),
                 "exported_ply_psnr": round(exported, 3),
                 "num_gaussians": metrics["num_gaussians"], "num_pruned": metrics["num_pruned"],
@@ -80,7 +84,8 @@ def main() -> None:
             rows = [
                 r
                 for r in rows
-                if (r["scene"], r["variant"], r["preset"]) != (scene, name, args.preset)
+                if (r["scene"], r["variant"], r["preset"], r.get("backend"), r["steps"])
+                != (scene, name, args.preset, args.backend, metrics["steps"])
             ]
             rows.append(row)
             print(json.dumps(row), flush=True)

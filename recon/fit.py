@@ -16,6 +16,7 @@ from fourreal.recon.config import ReconConfig
 from fourreal.recon.init import from_tracks, random_like
 from fourreal.recon.losses import photometric_loss, psnr, ssim
 from fourreal.recon.model import DynamicGaussians
+from fourreal.recon.motion import MotionTracks, motion_loss, prefit_motion, row_tracks
 from fourreal.recon.prune import prune_floaters
 from fourreal.recon.render import rasterize
 from fourreal.tracking.geometry import umeyama
@@ -36,6 +37,7 @@ class Reconstruction:
     num_pruned: int
     losses: list[float] = field(default_factory=list)
     step: int = 0
+    motion: MotionTracks | None = None
 
     @property
     def T_cam_world(self) -> Tensor:
@@ -123,7 +125,19 @@ def initialize(grid: Grid, config: ReconConfig, progress: bool) -> Reconstructio
         model, K, T_world_cam, normalized_times(grid.times), background, holdout, pruned
     )
     recon.image_size = (grid.height, grid.width)
+    attach_motion(recon, grid, config)
+    if recon.motion is not None:
+        prefit_motion(recon, recon.motion, config.motion_prefit_steps, config.lr_deform * 5,
+                      seed=config.seed)  # fmt: skip
     return recon
+
+
+def attach_motion(recon: Reconstruction, grid: Grid, config: ReconConfig) -> None:
+    """Row tracks for the motion loss (also rebuilt on resume), skipping held-out frames."""
+    if config.motion_tracks and grid.times > 1:
+        recon.motion = row_tracks(
+            recon, grid.frames, recon.holdout, config.motion_per_view, config.seed
+        )
 
 
 def make_optimizer(recon: Reconstruction, config: ReconConfig) -> torch.optim.Optimizer:
@@ -139,6 +153,67 @@ def make_optimizer(recon: Reconstruction, config: ReconConfig) -> torch.optim.Op
         ],
         eps=1e-15,
     )
+
+
+PARAMETER_NAMES = ("means", "log_scales", "opacity_logits", "color_logits")
+"""Per-Gaussian parameters, in the order of the optimizer's first param groups."""
+
+
+@torch.no_grad()
+def _reindex_optimizer(optimizer: torch.optim.Optimizer, model, index: Tensor) -> None:
+    """Point the per-Gaussian param groups at the model's (replaced) parameters; the new row i
+    takes the Adam moments of old row ``index[i]`` (zero where ``index[i] < 0``)."""
+    for group, name in zip(optimizer.param_groups, PARAMETER_NAMES, strict=False):
+        old = group["params"][0]
+        new = getattr(model, name)
+        state = optimizer.state.pop(old, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                values = state[key][index.clamp_min(0)]
+                values[index < 0] = 0
+                state[key] = values
+        group["params"][0] = new
+        if state:
+            optimizer.state[new] = state
+
+
+@torch.no_grad()
+def densify(
+    recon: Reconstruction,
+    optimizer,
+    grad_sum: Tensor,
+    grad_count: Tensor,
+    config: ReconConfig,
+    generator: torch.Generator,
+) -> tuple[int, int]:
+    """One densification (isotropic clone/split by accumulated position gradient) and removal
+    of nearly transparent Gaussians. Returns (added, removed)."""  # fmt: skip
+    model = recon.model
+    n = len(model)
+    mean_grad = grad_sum / grad_count.clamp_min(1)
+    budget = max(0, min(int(config.densify_fraction * n), config.max_gaussians - n))
+    added = 0
+    if budget > 0 and bool((grad_count > 0).any()):
+        parents = mean_grad.topk(budget).indices
+        parents = parents[mean_grad[parents] > 0]
+        scales = model.scales
+        split = scales[parents] > scales.quantile(0.75)
+        model.grow(parents, split, generator)
+        index = torch.cat([torch.arange(n), torch.full((len(parents),), -1)])
+        _reindex_optimizer(optimizer, model, index)
+        added = len(parents)
+    keep = model.opacities >= 0.02
+    removed = int((~keep).sum())
+    if removed:
+        model.keep(keep)
+        _reindex_optimizer(optimizer, model, keep.nonzero()[:, 0])
+        if recon.motion is not None:  # renumber the tracked Gaussians, drop removed ones
+            new_index = torch.cumsum(keep.long(), 0) - 1
+            alive = keep[recon.motion.index]
+            m = recon.motion
+            recon.motion = MotionTracks(new_index[m.index[alive]], m.view[alive],
+                                        m.pixels[:, alive], m.visible[:, alive])  # fmt: skip
+    return added, removed
 
 
 def train(
@@ -159,6 +234,9 @@ def train(
     extent = float(recon.model.deform.extent)
     total = config.iterations
     bar = tqdm(total=total, initial=recon.step, desc="reconstructing", disable=not progress)
+    grad_sum = torch.zeros(len(recon.model))
+    grad_count = torch.zeros(len(recon.model))
+    densify_stop = int(config.densify_until * total)
     while recon.step < total:
         pick = torch.randint(len(train_frames), (config.frames_per_step,), generator=g).tolist()
         loss = torch.zeros(())
@@ -167,6 +245,9 @@ def train(
             out = recon.render(v, t, backend=config.backend)
             loss = loss + photometric_loss(out.rgb, targets[v, t], config.ssim_weight)
         loss = loss / len(pick)
+        weight = config.motion_weight * max(0.0, 1 - recon.step / max(densify_stop, 1))
+        if recon.motion is not None and weight > 0:
+            loss = loss + weight * motion_loss(recon, recon.motion, 1024, g)
         if config.smooth_weight > 0 and T > 1:
             sample = recon.model.means[torch.randint(len(recon.model), (2048,), generator=g)]
             times = torch.rand(1, generator=g)
@@ -176,8 +257,19 @@ def train(
             loss = loss + config.smooth_weight * ((a - b).norm(dim=-1).mean() / extent)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if config.densify_every > 0:
+            norm = recon.model.means.grad.norm(dim=-1)
+            grad_sum += norm
+            grad_count += norm > 0
         optimizer.step()
         recon.step += 1
+        if config.densify_every > 0 and recon.step % config.densify_every == 0:
+            if recon.step <= densify_stop:
+                added, removed = densify(recon, optimizer, grad_sum, grad_count, config, g)
+                log.info("step %d: +%d -%d Gaussians -> %d", recon.step, added, removed,
+                         len(recon.model))  # fmt: skip
+            grad_sum = torch.zeros(len(recon.model))
+            grad_count = torch.zeros(len(recon.model))
         recon.losses.append(float(loss.detach()))
         bar.update(1)
         if recon.step % 20 == 0:

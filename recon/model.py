@@ -7,6 +7,8 @@ of the grid; it is dropped for display and export.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -64,6 +66,28 @@ class DynamicGaussians(nn.Module):
         for name in ("means", "log_scales", "opacity_logits", "color_logits"):
             setattr(self, name, nn.Parameter(getattr(self, name)[mask].clone()))
         self.view_offsets = self.view_offsets[:, mask].clone()
+
+    @torch.no_grad()
+    def grow(self, parents: Tensor, split: Tensor, generator: torch.Generator) -> None:
+        """Densify while staying isotropic: each of ``parents`` gets a copy. Where ``split`` is
+        True (large Gaussians) parent and copy are both shrunk by 1.6 and the copy is moved to a
+        random point of the parent's footprint; elsewhere the copy is a clone. The copies are
+        appended (optimizer state must be extended)."""
+        scales = self.scales[parents]
+        jitter = torch.randn(len(parents), 3, generator=generator) * scales[:, None]
+        new_means = self.means[parents] + jitter * split[:, None]
+        shrink = torch.where(split, math.log(1.6), 0.0)
+        self.log_scales[parents] -= shrink
+        new = {
+            "means": new_means,
+            "log_scales": self.log_scales[parents],
+            "opacity_logits": self.opacity_logits[parents],
+            "color_logits": self.color_logits[parents],
+        }
+        for name, values in new.items():
+            joined = torch.cat([getattr(self, name).detach(), values])
+            setattr(self, name, nn.Parameter(joined))
+        self.view_offsets = torch.cat([self.view_offsets, self.view_offsets[:, parents]], 1)
 
     @torch.no_grad()
     def canonical(self) -> GaussianParams:

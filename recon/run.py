@@ -17,7 +17,7 @@ from fourreal.io import load_grid
 from fourreal.io.grid import to_uint8
 from fourreal.recon.config import PRESETS, ReconConfig
 from fourreal.recon.deform import DeformConfig
-from fourreal.recon.fit import evaluate, initialize, make_optimizer, train
+from fourreal.recon.fit import attach_motion, evaluate, initialize, make_optimizer, train
 from fourreal.recon.scene import (
     CHECKPOINT,
     load_checkpoint,
@@ -49,6 +49,7 @@ def run_reconstruction(
                 raise FourrealError(f"{output / CHECKPOINT} was made for another grid")
             optimizer = make_optimizer(recon, config)
             restore_optimizer(optimizer, opt_state)
+            attach_motion(recon, grid, config)
             log.info("resuming at step %d of %d", recon.step, config.iterations)
         else:
             config = config or PRESETS["fast"]

@@ -8,8 +8,9 @@ from fourreal.cli import main
 from fourreal.io import load_grid, read_ply, save_grid
 from fourreal.recon.config import ReconConfig
 from fourreal.recon.export import export_ply_sequence, export_splatv, read_splatv
-from fourreal.recon.fit import evaluate, initialize, make_optimizer, train
+from fourreal.recon.fit import densify, evaluate, initialize, make_optimizer, train
 from fourreal.recon.losses import psnr
+from fourreal.recon.motion import motion_loss, prefit_motion
 from fourreal.recon.render import rasterize
 from fourreal.recon.run import run_reconstruction
 from fourreal.recon.scene import load_scene
@@ -31,7 +32,7 @@ def tiny_grid_path(tiny_grid, tmp_path_factory):
 
 
 def test_untrained_deformation_is_the_identity(tiny_grid):
-    recon = initialize(tiny_grid, TINY, progress=False)
+    recon = initialize(tiny_grid, TINY.replace(motion_prefit_steps=0), progress=False)
     model = recon.model
     times = torch.tensor([0.0, 0.37, 1.0])
     assert torch.equal(model.positions(times), model.means[None].expand(3, -1, -1))
@@ -122,3 +123,43 @@ def test_exports_read_back_and_render_like_the_scene(tiny_grid_path, tmp_path):
     header, records = read_splatv(path)
     assert header["count"] == len(model) == records.shape[0]
     assert rms < 1e-2
+
+
+def test_row_tracks_skip_held_out_frames_and_the_prefit_fits_the_motion(tiny_grid):
+    config = TINY.replace(motion_tracks=True, motion_prefit_steps=0)
+    recon = initialize(tiny_grid, config, progress=False)
+    tracks = recon.motion
+    assert tracks is not None and len(tracks) > 100 and bool(tracks.moving.any())
+    assert int(tracks.index.max()) < len(recon.model)
+    for v, t in recon.holdout:  # held-out frames give no targets
+        assert not tracks.visible[t, tracks.view == v].any()
+    assert tracks.visible[0].all()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        before = float(motion_loss(recon, tracks, 4096, g))
+    prefit_motion(recon, tracks, steps=100, lr=5e-3, batch=1024)
+    with torch.no_grad():
+        after = float(motion_loss(recon, tracks, 4096, g))
+    assert after < 0.5 * before, (before, after)
+
+
+def test_densify_grows_and_prunes_with_consistent_optimizer_state(tiny_grid):
+    config = TINY.replace(motion_tracks=True, motion_prefit_steps=0)
+    recon = initialize(tiny_grid, config, progress=False)
+    optimizer = make_optimizer(recon, TINY)
+    train(recon, tiny_grid, TINY.replace(iterations=3, densify_every=0), optimizer)
+    n = len(recon.model)
+    with torch.no_grad():
+        recon.model.opacity_logits[:5] = -10.0  # nearly transparent: removed
+    grads = torch.rand(n)
+    config = config.replace(densify_fraction=0.1)
+    added, removed = densify(recon, optimizer, grads, torch.ones(n), config, torch.Generator())
+    assert added == int(0.1 * n) and removed >= 5
+    assert len(recon.model) == n + added - removed
+    assert int(recon.motion.index.max()) < len(recon.model)
+    for group, name in zip(optimizer.param_groups, ("means", "log_scales"), strict=False):
+        (param,) = group["params"]
+        assert param is getattr(recon.model, name)
+        assert optimizer.state[param]["exp_avg"].shape == param.shape
+    train(recon, tiny_grid, TINY.replace(iterations=5), optimizer)  # keeps running
+    assert recon.step == 5 and torch.isfinite(recon.model.means).all()
