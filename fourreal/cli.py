@@ -407,13 +407,130 @@ def track(
     )
 
 
+def generate(
+    output: Output,
+    fixed_view: Path | None = None,
+    freeze_time: Path | None = None,
+    grid: Path | None = None,
+    method: Literal["warp", "model"] = "warp",
+    checkpoint: Path | None = None,
+    sync: Literal["soft", "hard", "average", "weighted", "sequential"] | None = None,
+    steps: int = 20,
+    solver: Literal["euler", "heun"] = "euler",
+    seed: int = 0,
+    height: int | None = None,
+    width: int | None = None,
+    max_frames: int | None = None,
+    precision: Literal["auto", "fp32", "bf16"] = "auto",
+    device: str = "auto",
+    previews: bool = True,
+    quiet: bool = False,
+) -> None:
+    """Generate a 4D grid from a fixed-view and a freeze-time video (or fill a partial grid).
+
+    The grid is len(freeze-time) views x len(fixed-view) times: row v=0 is the fixed-view video,
+    column t=0 the freeze-time video, and both must start from the same frame. The other frames
+    are generated. Writes grid format v1 with `known` set, and previews in OUTPUT/previews.
+
+    Methods: warp (default, weight-free) fills the grid geometrically: cameras and depth from the
+    freeze-time video, object motion from the fixed-view video, forward warping and hole
+    filling. model runs a two-stream diffusion model from a --checkpoint (.safetensors, its
+    config in the metadata); no trained checkpoint ships yet.
+
+    Args:
+        output: Folder to write the grid into.
+        fixed_view: Video (mp4, ...) or image folder of one view over time: row v=0.
+        freeze_time: Video or image folder sweeping the views at time 0: column t=0.
+        grid: Instead of the videos: a grid folder whose known frames are the conditions.
+        method: warp (weight-free) or model (needs --checkpoint).
+        checkpoint: Generator checkpoint (.safetensors) for --method model.
+        sync: Override the checkpoint's sync layer (model): soft/hard need trained weights;
+            average, weighted and sequential are training-free.
+        steps: Sampling steps (model).
+        solver: euler (one model call per step) or heun (two).
+        seed: Seed of the sampling noise (model).
+        height: Resize the videos to this height (one of height/width keeps the aspect ratio).
+        width: Resize the videos to this width.
+        max_frames: Read at most this many frames of each video.
+        precision: Model arithmetic: auto (bf16 autocast on CUDA and on CPUs with native bf16,
+            about 2x faster there; fp32 elsewhere, where emulated bf16 is about 8x slower).
+        device: Device of the model (auto: cuda when available, else cpu).
+        previews: Write previews (contact sheet, mp4 per row and column) into OUTPUT/previews.
+        quiet: No progress bars or messages.
+    """
+    from fourreal.diffusion.generate import (
+        GenerateOptions,
+        check_output,
+        fill_grid,
+        grid_from_inputs,
+    )
+    from fourreal.io import save_grid, write_previews
+
+    _check_sizes(steps=steps)
+    check_output(output, fixed_view, freeze_time, grid)
+    loaded = grid_from_inputs(fixed_view, freeze_time, grid, height, width, max_frames)
+    options = GenerateOptions(
+        method, checkpoint, sync, steps, solver, seed, precision, device, not quiet
+    )
+    filled = fill_grid(loaded, options)
+    save_grid(filled, output)
+    if previews:
+        write_previews(filled, output / "previews")
+    seconds = filled.source["generate"]["seconds"]
+    _say(
+        quiet,
+        f"generated {int((~filled.known).sum())} frames of a {filled.views}x{filled.times} grid "
+        f"({filled.height}x{filled.width}) with {method} in {seconds:.1f} s -> {output}",
+    )
+
+
+def view(
+    path: tyro.conf.Positional[Path],
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    time: int = 0,
+    max_gaussians: int = 500_000,
+    opacity_threshold: float = 0.0,
+    fps: float | None = None,
+    up: Literal["+x", "-x", "+y", "-y", "+z", "-z"] | None = None,
+    screenshots: Path = Path("screenshots"),
+    quiet: bool = False,
+) -> None:
+    """Look at a scene in the browser: orbit it, scrub time, play it (viser).
+
+    PATH is a scene folder or its scene.ply (dynamic: the deformation is evaluated once for
+    every time), any standard 3DGS .ply (static), a folder or .zip of per-time PLYs (t000.ply,
+    t001.ply, ...), or a grid folder (its frames on camera frustums). Everything is loaded and
+    checked before the server starts; then the URL is printed. Ctrl-C stops it.
+
+    Args:
+        path: What to show.
+        host: Address to bind: 127.0.0.1 serves this machine only; 0.0.0.0 every interface.
+        port: Port to listen on (the next free one if taken; 0: any free port).
+        time: Initial time index.
+        max_gaussians: At most this many Gaussians go to the browser (a fixed random subset
+            beyond that, with a note in the panel).
+        opacity_threshold: Hide Gaussians less opaque than this.
+        fps: Playback speed in time steps per second (default: the scene's, else 8).
+        up: World up axis (default: from the scene's cameras, else +z).
+        screenshots: Folder the screenshot button saves PNGs into.
+        quiet: Print nothing but errors.
+    """
+    from fourreal.viewers.server import ViewOptions, run_viewer
+
+    options = ViewOptions(
+        host, port, time, max_gaussians, opacity_threshold, fps, up=up, screenshots=screenshots
+    )
+    run_viewer(path, options, quiet=quiet)
+
+
 def bench(
-    target: tyro.conf.Positional[Literal["render"]],
+    target: tyro.conf.Positional[Literal["render", "generate"]],
     counts: tuple[int, ...] = (10_000, 50_000, 200_000),
     sizes: tuple[str, ...] = ("144x256", "288x512"),
     backends: tuple[Literal["torch", "cpu", "gsplat"], ...] = (),
     repeats: int = 3,
-    output: Output = Path("bench/results/render.json"),
+    output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None,
     quiet: bool = False,
 ) -> None:
     """Benchmark a part of fourreal and write the results as JSON.
@@ -422,15 +539,25 @@ def bench(
     Gaussian rasterizer, for each available backend (torch everywhere, cpu where a C++ compiler
     is present, gsplat on CUDA), each configuration in a fresh process.
 
+    generate: step time of the two-stream grid model against its two streams run separately
+    and the sequential variant, for the tiny and small configs, with the machine's measured
+    matmul GFLOP/s and the model's achieved FLOP/s.
+
     Args:
         target: What to benchmark.
-        counts: Numbers of Gaussians.
-        sizes: Image sizes as HEIGHTxWIDTH.
-        backends: Backends to run (default: every available one).
+        counts: Numbers of Gaussians (render).
+        sizes: Image sizes as HEIGHTxWIDTH (render).
+        backends: Backends to run (render; default: every available one).
         repeats: Timed runs per configuration (the median is reported), after one warm-up.
-        output: JSON file to write.
+        output: JSON file to write (default: bench/results/TARGET.json).
         quiet: Print nothing.
     """
+    output = output or Path(f"bench/results/{target}.json")
+    if target == "generate":
+        from fourreal.diffusion.benchmark import bench_generate
+
+        bench_generate(repeats=repeats, output=output, quiet=quiet)
+        return
     from fourreal.recon.render.benchmark import bench_render
 
     parsed = []
@@ -462,6 +589,8 @@ COMMANDS = {
     "track": track,
     "reconstruct": reconstruct,
     "export": export,
+    "generate": generate,
+    "view": view,
     "bench": bench,
 }
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -67,27 +69,42 @@ def write_ply(gaussians: GaussianParams, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def read_ply(path: str | os.PathLike[str]) -> GaussianParams:
+@dataclass(frozen=True)
+class PlyHeader:
+    """What a PLY header declares about its ``vertex`` element."""
+
+    count: int
+    properties: tuple[str, ...]
+    format: str  # ascii, binary_little_endian or binary_big_endian
+
+    @property
+    def sh_rest_count(self) -> int:
+        """Number of higher-band SH coefficients per color channel (``f_rest_*`` / 3)."""
+        return sum(name.startswith("f_rest_") for name in self.properties) // 3
+
+
+def read_ply_header(path: str | os.PathLike[str]) -> PlyHeader:
+    """Parse and check only the header of a PLY file (cheap, reads at most 64 KiB)."""
+    path = Path(path)
+    with _open_ply(path) as f:
+        header, _ = _header_text(f, path)
+    count, props, fmt, _ = _parse_header(header, path)
+    return PlyHeader(count, tuple(name for _, name in props), fmt)
+
+
+def read_ply(path: str | os.PathLike[str], *, sh_rest: bool = True) -> GaussianParams:
     """Read a 3DGS PLY (binary or ascii) into activated :class:`GaussianParams`.
 
     Colors come from ``f_dc_*`` (or ``red green blue`` for a plain point cloud); missing
     ``opacity``, ``scale_*`` or ``rot_*`` get defaults (opaque, 1 cm, identity) only for plain
-    point clouds. Higher SH bands are kept in ``sh_rest``.
+    point clouds. Higher SH bands are kept in ``sh_rest`` unless ``sh_rest=False`` (then they
+    are not even converted, which saves memory on large files; see :func:`read_ply_header`
+    to learn whether a file has them).
     """
     path = Path(path)
-    if not path.is_file():
-        raise PlyError(f"{path} does not exist")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(_MAX_HEADER)
-        end = head.find(b"end_header")
-        if not head.startswith(b"ply") or end < 0:
-            raise PlyError(f"{path} is not a PLY file (no 'ply' ... 'end_header' header)")
-        newline = head.find(b"\n", end)
-        if newline < 0:
-            raise PlyError(f"{path}: the header does not end with a newline")
-        header = head[:newline].decode("ascii", errors="replace")
-        body_start = newline + 1
+    with _open_ply(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        header, body_start = _header_text(f, path)
         vertex_count, props, fmt, before = _parse_header(header, path)
         f.seek(body_start)
         if fmt == "ascii":
@@ -104,7 +121,28 @@ def read_ply(path: str | os.PathLike[str]) -> GaussianParams:
                 )
             f.seek(body_start + skip)
             table = np.frombuffer(f.read(vertex_count * dtype.itemsize), dtype=dtype)
-    return _to_gaussians(table, path)
+    return _to_gaussians(table, path, sh_rest)
+
+
+def _open_ply(path: Path) -> BinaryIO:
+    if not path.is_file():
+        raise PlyError(f"{path} does not exist")
+    try:
+        return open(path, "rb")
+    except OSError as err:
+        raise PlyError(f"{path} cannot be read ({err.strerror})") from err
+
+
+def _header_text(f: BinaryIO, path: Path) -> tuple[str, int]:
+    """The header up to ``end_header`` and the offset of the body."""
+    head = f.read(_MAX_HEADER)
+    end = head.find(b"end_header")
+    if not head.startswith(b"ply") or end < 0:
+        raise PlyError(f"{path} is not a PLY file (no 'ply' ... 'end_header' header)")
+    newline = head.find(b"\n", end)
+    if newline < 0:
+        raise PlyError(f"{path}: the header does not end with a newline")
+    return head[:newline].decode("ascii", errors="replace"), newline + 1
 
 
 def _parse_header(header: str, path: Path) -> tuple[int, list[tuple[str, str]], str, int]:
@@ -164,7 +202,7 @@ def _read_ascii(f, count: int, props: list[tuple[str, str]], path: Path) -> np.n
     return np.array(rows, dtype=dtype)
 
 
-def _to_gaussians(table: np.ndarray, path: Path) -> GaussianParams:
+def _to_gaussians(table: np.ndarray, path: Path, keep_sh_rest: bool) -> GaussianParams:
     names = set(table.dtype.names or ())
 
     def column(*keys: str) -> torch.Tensor:
@@ -199,12 +237,14 @@ def _to_gaussians(table: np.ndarray, path: Path) -> GaussianParams:
         quats[:, 0] = 1
     rest = sorted((k for k in names if k.startswith("f_rest_")), key=lambda k: int(k[7:]))
     sh_rest = None
-    if rest:
+    if rest and keep_sh_rest:
         if len(rest) % 3:
             raise PlyError(f"{path}: {len(rest)} f_rest properties is not a multiple of 3")
         # 3DGS stores the rest bands channel-major: [R coefficients..., G..., B...]
         sh_rest = column(*rest).reshape(n, 3, -1).transpose(1, 2)
-    for name, value in (("positions", means), ("colors", colors), ("scales", scales)):
+    checks = (("positions", means), ("colors", colors), ("scales", scales))
+    checks += (("opacities", opacities), ("rotations", quats))
+    for name, value in checks:
         if not bool(torch.isfinite(value).all()):
             raise PlyError(f"{path}: {name} contain NaN or infinite values")
     return GaussianParams(

@@ -1,0 +1,119 @@
+"""Generator checkpoints: safetensors, with the model's config in the file's metadata.
+
+Metadata keys: ``format`` = ``fourreal-generator``, ``version`` = ``1``, ``config`` = JSON
+``{"dit": DiTConfig fields, "sync": kind, "window": [views, times]}``. Loading checks every key
+and shape and says what does not match; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from fourreal.diffusion.models.dit import DiTConfig, VideoDiT
+from fourreal.diffusion.models.sync import SYNC_KINDS, TRAINED_SYNCS, SyncKind
+from fourreal.diffusion.models.two_stream import TwoStreamDiT
+from fourreal.errors import FourrealError
+from fourreal.io.atomic import atomic_file
+
+FORMAT = "fourreal-generator"
+VERSION = "1"
+
+
+def save_generator(
+    model: TwoStreamDiT, path: str | os.PathLike[str], window: tuple[int, int] = (8, 8)
+) -> Path:
+    """Write ``model`` (a :class:`TwoStreamDiT` over a :class:`VideoDiT`) atomically."""
+    if not isinstance(model.stack, VideoDiT):
+        raise FourrealError("save_generator saves models built on fourreal's VideoDiT")
+    config = {"dit": model.stack.config.to_dict(), "sync": model.sync, "window": list(window)}
+    metadata = {"format": FORMAT, "version": VERSION, "config": json.dumps(config)}
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return path
+
+
+def read_generator_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The config stored in a checkpoint's metadata (checks the file is one of ours)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FourrealError(f"checkpoint {path} does not exist")
+    if path.suffix != ".safetensors":
+        raise FourrealError(
+            f"checkpoint {path} is not a .safetensors file; fourreal loads safetensors only "
+            "(never pickles)"
+        )
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise FourrealError(f"checkpoint {path} is not a readable safetensors file: {err}") from err
+    if metadata.get("format") != FORMAT or "config" not in metadata:
+        raise FourrealError(
+            f"checkpoint {path} has no fourreal generator metadata (format={FORMAT!r} and a "
+            "config); save checkpoints with fourreal.diffusion.save_generator"
+        )
+    if metadata.get("version") != VERSION:
+        raise FourrealError(
+            f"checkpoint {path} is version {metadata.get('version')}; this fourreal reads "
+            f"version {VERSION}"
+        )
+    try:
+        config = json.loads(metadata["config"])
+        DiTConfig(**config["dit"])
+    except (ValueError, TypeError, KeyError) as err:
+        raise FourrealError(
+            f"checkpoint {path} has an invalid config in its metadata: {err}"
+        ) from err
+    return config
+
+
+def load_generator(
+    path: str | os.PathLike[str], sync: SyncKind | None = None
+) -> tuple[TwoStreamDiT, dict[str, Any]]:
+    """The model of a checkpoint and its config.
+
+    ``sync`` overrides the checkpoint's sync: the training-free kinds (average, weighted,
+    sequential) work with any checkpoint's block weights; soft and hard need their own trained
+    weights in the file.
+    """
+    config = read_generator_config(path)
+    stored = config.get("sync")
+    if stored not in SYNC_KINDS:
+        raise FourrealError(f"checkpoint {path} names an unknown sync {stored!r}")
+    sync = sync or stored
+    if sync in TRAINED_SYNCS and sync != stored:
+        raise FourrealError(
+            f"checkpoint {path} was trained with {stored} sync and has no {sync} sync weights; "
+            f"use --sync {stored}, or a training-free one: average, weighted, sequential"
+        )
+    model = TwoStreamDiT(VideoDiT(DiTConfig(**config["dit"])), sync=sync)
+    state = load_file(str(path))
+    if sync != stored:  # training-free override: ignore the stored sync weights
+        state = {k: v for k, v in state.items() if k.startswith("stack.")}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k} {list(state[k].shape)} (expected {list(expected[k].shape)})"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
+    if wrong:
+        problems.append(f"wrong shapes: {'; '.join(wrong[:3])}")
+    if problems:
+        raise FourrealError(f"checkpoint {path} does not match its config: {'; '.join(problems)}")
+    model.load_state_dict(state)
+    return model.eval(), config
