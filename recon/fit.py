@@ -207,12 +207,8 @@ def densify(
     if removed:
         model.keep(keep)
         _reindex_optimizer(optimizer, model, keep.nonzero()[:, 0])
-        if recon.motion is not None:  # renumber the tracked Gaussians, drop removed ones
-            new_index = torch.cumsum(keep.long(), 0) - 1
-            alive = keep[recon.motion.index]
-            m = recon.motion
-            recon.motion = MotionTracks(new_index[m.index[alive]], m.view[alive],
-                                        m.pixels[:, alive], m.visible[:, alive])  # fmt: skip
+        if recon.motion is not None:
+            recon.motion = recon.motion.after_removal(keep)
     return added, removed
 
 

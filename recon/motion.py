@@ -11,6 +11,7 @@ track loss stays on with a decaying weight while the photometric loss refines.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from torch import Tensor
 
 from fourreal.tracking.chains import chain
 from fourreal.tracking.flow import neighbour_flows, sample
+from fourreal.tracking.geometry import project
 
 log = logging.getLogger("fourreal.recon")
 
@@ -37,20 +39,20 @@ class MotionTracks:
     def __len__(self) -> int:
         return self.index.shape[0]
 
-    @property
+    def after_removal(self, keep: Tensor) -> MotionTracks:
+        """The tracks once only the Gaussians where ``keep`` is True remain (renumbered)."""
+        new_index = torch.cumsum(keep.long(), 0) - 1
+        alive = keep[self.index]
+        return MotionTracks(
+            new_index[self.index[alive]], self.view[alive], self.pixels[:, alive],
+            self.visible[:, alive],
+        )  # fmt: skip
+
+    @functools.cached_property
     def moving(self) -> Tensor:
         """Tracks that move by more than 1.5 px at some visible time."""
         shift = (self.pixels - self.pixels[:1]).norm(dim=-1) * self.visible
         return shift.amax(0) > 1.5 if shift.numel() else torch.zeros(0, dtype=torch.bool)
-
-
-def project(points: Tensor, T_cam_world: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
-    """Pixels ``[..., 2]`` and camera depth ``[...]`` of world ``points [..., 3]`` with per-point
-    ``T_cam_world [..., 4, 4]`` and ``K [..., 3, 3]``."""
-    cam = (T_cam_world[..., :3, :3] @ points[..., None])[..., 0] + T_cam_world[..., :3, 3]
-    z = cam[..., 2]
-    uvw = (K @ cam[..., None])[..., 0]
-    return uvw[..., :2] / z.clamp_min(1e-6)[..., None], z
 
 
 @torch.no_grad()
@@ -69,13 +71,14 @@ def row_tracks(
     g = torch.Generator().manual_seed(seed)
     model = recon.model
     T_cam_world = recon.T_cam_world
+    excluded = set(exclude)
     indices, views, pixels, visible = [], [], [], []
     for v in range(V):
         out = recon.render(v, 0)
         alpha = out.alpha[..., 0]
         depth = out.depth[..., 0] / alpha.clamp_min(1e-6)
         points = model.positions(recon.times[:1], torch.tensor([v]))[0]
-        uv, z = project(points, T_cam_world[v], recon.K[v])
+        uv, z = project(recon.K[v], T_cam_world[v], points)
         at = uv - 0.5  # index coordinates of the flow fields
         inside = (at[:, 0] >= 0) & (at[:, 0] <= W - 1) & (at[:, 1] >= 0) & (at[:, 1] <= H - 1)
         inside &= z > 1e-3
@@ -89,7 +92,7 @@ def row_tracks(
             seen = seen[torch.randperm(len(seen), generator=g)[:per_view]]
         if len(seen) == 0:
             continue
-        times = [t for t in range(T) if (v, t) not in set(exclude)]
+        times = [t for t in range(T) if (v, t) not in excluded]
         track = torch.zeros(T, len(seen), 2)
         vis = torch.zeros(T, len(seen), dtype=torch.bool)
         if len(times) > 1:
@@ -132,7 +135,9 @@ def motion_loss(recon, tracks: MotionTracks, batch: int, generator: torch.Genera
     means = model.means[index]
     offsets = model.view_offsets[view, index]
     moved = means[None] + model.deform(means, recon.times) + offsets[None]  # [T, B, 3]
-    uv, _ = project(moved, recon.T_cam_world[view], recon.K[view])
+    # one camera per track: each point is its own batch of one
+    uv, _ = project(recon.K[view], recon.T_cam_world[view], moved[..., None, :])
+    uv = uv[..., 0, :]
     error = (uv - tracks.pixels[:, pick]).norm(dim=-1)
     huber = torch.where(error < 1, 0.5 * error**2, error - 0.5)
     mask = tracks.visible[:, pick].float()
