@@ -8,7 +8,6 @@ Target (issue 11): under 30 s per grid on 2 CPU cores. Writes bench/results/asse
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from fourreal.io.atomic import write_json
 from fourreal.synth.assets import asset_grid
 
 
@@ -39,7 +39,7 @@ def main(repeats: int = 3) -> None:
         "torch": torch.__version__,
     }
     path = Path(__file__).parent / "results" / "assets.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    write_json(path, out)
     print(f"wrote {path}")
 
 

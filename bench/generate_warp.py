@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from fourreal.diffusion.warp import warp_fill
-from fourreal.io.atomic import atomic_file
+from fourreal.io.atomic import write_json
 from fourreal.recon.render.benchmark import machine
 from fourreal.synth import SCENES, synth_grid
 
@@ -107,8 +107,7 @@ def main() -> None:
         },
         "results": rows,
     }
-    with atomic_file(args.output) as tmp:
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.output, result)
     print(f"wrote {args.output}")
 
 

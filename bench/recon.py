@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from fourreal.io import read_ply, save_grid
+from fourreal.io.atomic import write_json
 from fourreal.recon.config import PRESETS
 from fourreal.recon.export import export_ply_sequence
 from fourreal.recon.losses import psnr
@@ -91,7 +92,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             what = "fourreal reconstruct, 8x8 grids at 144x256, poses and depth hidden"
             out = {"benchmark": what, "machine": machine(), "results": rows}
-            path.write_text(json.dumps(out, indent=1) + "\n")
+            write_json(path, out)
 
 
 if __name__ == "__main__":

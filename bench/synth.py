@@ -7,7 +7,6 @@ Target (issue 2): under 30 s per grid on 2 CPU cores. Writes bench/results/synth
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from fourreal.io.atomic import write_json
 from fourreal.synth import SCENES, synth_grid
 
 
@@ -35,7 +35,7 @@ def main() -> None:
         "torch": torch.__version__,
     }
     path = Path(__file__).parent / "results" / "synth.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    write_json(path, out)
     print(f"wrote {path}")
 
 

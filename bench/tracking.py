@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fourreal.io.atomic import write_json
 from fourreal.recon.render.benchmark import machine
 from fourreal.synth import SCENES, synth_grid
 from fourreal.tracking.evaluate import depth_errors, pose_errors
@@ -54,7 +55,7 @@ def main() -> None:
         "results": rows,
     }
     path = Path(__file__).parent / "results" / "tracking.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    write_json(path, out)
     print(f"wrote {path}")
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fourreal.io.atomic import atomic_file
+from fourreal.io.atomic import write_json
 
 LIMIT_MB = 2048
 
@@ -114,8 +114,7 @@ def main() -> None:
         "torch": torch.__version__,
     }
     path = Path(__file__).parent / "results" / "view.json"
-    with atomic_file(path) as tmp_path:
-        tmp_path.write_text(json.dumps(out, indent=1) + "\n")
+    write_json(path, out)
     print(json.dumps(out, indent=1))
     print(f"wrote {path}")
 

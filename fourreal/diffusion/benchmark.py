@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from fourreal.diffusion.models import CONFIGS, TwoStreamDiT, VideoDiT
 from fourreal.diffusion.models.dit import count_parameters
 from fourreal.diffusion.pipelines.grid import Precision, use_bf16
-from fourreal.io.atomic import atomic_file
+from fourreal.io.atomic import write_json
 
 GRID = (8, 8)
 FRAME = 32
@@ -235,8 +235,7 @@ def bench_generate(
         "results": rows,
     }
     if output is not None:
-        with atomic_file(output) as tmp:
-            tmp.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(output, result)
     if not quiet:
         print(f"matmul GFLOP/s: {peak}; model in {result['precision']}")
         for r in rows:

@@ -8,11 +8,13 @@ is atomic on one file system) and renamed at the end; on any failure, including
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from fourreal.errors import FourrealError
 
@@ -40,6 +42,14 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | os.PathLike[str], value: Any) -> Path:
+    """Write ``value`` as indented JSON to ``path`` atomically (the old file stays intact until
+    the new one is complete); returns the path."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=1) + "\n")
+    return Path(path)
 
 
 @contextlib.contextmanager

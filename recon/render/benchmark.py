@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from fourreal.io.atomic import atomic_file
+from fourreal.io.atomic import write_json
 from fourreal.recon.render import cpu_available, gsplat_available, rasterize
 
 
@@ -179,8 +179,7 @@ def bench_render(
         "results": rows,
     }
     if output is not None:
-        with atomic_file(output) as tmp:
-            tmp.write_text(json.dumps(report, indent=1) + "\n")
+        write_json(output, report)
         if not quiet:
             print(f"wrote {output}")
     return report
