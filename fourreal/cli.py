@@ -3,7 +3,11 @@ types and docstrings below) and calls into the library."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -258,6 +262,7 @@ def reconstruct(
     no_prune: bool = False,
     no_view_offsets: bool = False,
     no_tracking_init: bool = False,
+    no_time_seeds: bool = False,
     backend: Literal["auto", "torch", "cpu", "gsplat"] = "auto",
     seed: int = 0,
     quiet: bool = False,
@@ -284,6 +289,8 @@ def reconstruct(
         no_prune: Ablation: skip floater pruning.
         no_view_offsets: Ablation: drop the view-dependent offsets from tracking.
         no_tracking_init: Ablation: start from random Gaussians instead of tracked points.
+        no_time_seeds: Ablation: no Gaussians seeded from later columns; all motion is left to
+            the deformation field.
         backend: Rasterizer backend.
         seed: Seed of the held-out choice and the optimization.
         quiet: No progress bars.
@@ -300,6 +307,7 @@ def reconstruct(
             prune=not no_prune,
             view_offsets=not no_view_offsets,
             tracking_init=not no_tracking_init,
+            time_seeds=not no_time_seeds,
             backend=backend,
             seed=seed,
         )
@@ -346,6 +354,51 @@ def export(
     else:
         path, rms = exporters.export_splatv(folder, output or folder / "scene.splatv")
         print(f"wrote {path} (cubic trajectory fit RMS {rms:.2e} world units)")
+
+
+def eval_(
+    scene: tyro.conf.Positional[Path],
+    grid: Path,
+    align_to: Path | None = None,
+    holdout_only: bool = False,
+    output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None,
+    backend: Literal["auto", "torch", "cpu", "gsplat"] = "auto",
+    quiet: bool = False,
+) -> None:
+    """Render a scene at another grid's cameras and times and compare (PSNR, SSIM).
+
+    Use it to score a reconstruction against ground truth, e.g. the full grid the scene's input
+    was made from, or a grid of other views of the same scene. Times are matched by position
+    (the first and last time of each span the same interval). The grid's cameras are brought
+    into the scene's frame by a similarity fitted between the camera centers of a reference grid
+    and the scene's cameras, view by view: --align-to, or the grid itself when it has as many
+    views as the scene. A grid without poses is taken to be seen by the scene's cameras.
+
+    Args:
+        scene: The scene folder (or its scene.ply).
+        grid: The grid folder to render and compare against.
+        align_to: Grid with camera poses for the scene's own views (e.g. the one it was made
+            from), used to align the cameras when GRID has other views.
+        holdout_only: Score only the scene's held-out frames (grid with the same views and times).
+        output: JSON file for the per-frame results (default: SCENE/eval.json).
+        backend: Rasterizer backend.
+        quiet: No progress bar.
+    """
+    from fourreal.io.atomic import write_json
+    from fourreal.recon.evaluate import evaluate_scene
+    from fourreal.recon.scene import load_scene
+
+    folder = scene.parent if scene.name == "scene.ply" else scene
+    frames = None
+    if holdout_only:
+        frames = [(int(v), int(t)) for v, t in load_scene(folder)[0].get("holdout", [])]
+        if not frames:
+            raise FourrealError(f"{folder / 'scene.json'} lists no held-out frames")
+    result = evaluate_scene(folder, grid, align_to, frames, backend, progress=not quiet)
+    path = output or folder / "eval.json"
+    write_json(path, result)
+    print(f"PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.3f} over "
+          f"{len(result['frames'])} frames -> {path}")  # fmt: skip
 
 
 def track(
@@ -589,27 +642,55 @@ COMMANDS = {
     "track": track,
     "reconstruct": reconstruct,
     "export": export,
+    "eval": eval_,
     "generate": generate,
     "view": view,
     "bench": bench,
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup path (atomic writes) runs."""
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``fourreal`` command (and ``python -m fourreal``)."""
+    with _sigterm_as_interrupt():
+        try:
+            tyro.extras.subcommand_cli_from_dict(
+                COMMANDS,
+                prog="fourreal",
+                description=(
+                    "fourreal: 4D video grids, dynamic Gaussian reconstruction and viewing."
+                ),
+                args=args,
+            )
+        except FourrealError as err:
+            print(f"fourreal: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except KeyboardInterrupt as err:
+            what = "terminated" if isinstance(err, Terminated) else "interrupted"
+            print(
+                f"fourreal: {what}; finished outputs were kept, partial ones removed",
+                file=sys.stderr,
+            )
+            raise SystemExit(143 if isinstance(err, Terminated) else 130) from None
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the command runs, SIGTERM (``kill``, a job scheduler's stop) raises
+    :class:`Terminated` instead of ending the process on the spot, so temporary outputs are
+    removed and earlier outputs stay; the previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        tyro.extras.subcommand_cli_from_dict(
-            COMMANDS,
-            prog="fourreal",
-            description="fourreal: 4D video grids, dynamic Gaussian reconstruction and viewing.",
-            args=args,
-        )
-    except FourrealError as err:
-        print(f"fourreal: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print(
-            "fourreal: interrupted; finished outputs were kept, partial ones removed",
-            file=sys.stderr,
-        )
-        raise SystemExit(130) from None
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -17,3 +17,8 @@ class VideoError(FourrealError):
 
 class ShapeError(FourrealError, ValueError):
     """A tensor handed to fourreal has the wrong shape, dtype or values."""
+
+
+class ResourceError(FourrealError, MemoryError):
+    """A job would need more memory (or other resources) than the machine has; raised before
+    anything large is allocated, with the option that makes the job smaller."""

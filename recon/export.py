@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from fourreal.errors import FourrealError
-from fourreal.io.atomic import atomic_dir, atomic_file
+from fourreal.io.atomic import atomic_dir, atomic_file, temporary_dir
 from fourreal.io.gaussian_ply import write_ply
 from fourreal.recon.scene import load_scene
 
@@ -33,23 +33,17 @@ def export_ply_sequence(scene: str | os.PathLike[str], output: str | os.PathLike
 
 
 def export_zip(scene: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
-    """A zip of the per-time PLYs (``t000.ply`` … at its root)."""
+    """A zip of the per-time PLYs (``t000.ply`` … at its root), written atomically."""
     meta, model = load_scene(scene)
     output = Path(output)
-    with atomic_file(output) as tmp_zip, atomic_dir(output.with_suffix(".parts")) as parts:
+    # the PLYs are staged in a hidden temporary folder that is removed even on Ctrl-C
+    with atomic_file(output) as tmp_zip, temporary_dir(output) as parts:
         with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for t, time in enumerate(meta["times"]):
                 name = PLY_PATTERN.format(t=t)
                 write_ply(model.at_time(time), parts / name)
                 archive.write(parts / name, arcname=name)
-    _remove_tree(output.with_suffix(".parts"))
     return output
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def fit_cubic_trajectories(
@@ -77,8 +71,10 @@ def export_splatv(
 
     Layout (little endian): the 8 bytes ``FRSPLATV``, a uint32 header length, a UTF-8 JSON header
     (``count``, ``times``, ``fields``), then ``count`` records of float32: the cubic coefficients
-    of the position ``c0..c3`` (12), scale (1), opacity (1), color RGB (3). Returns the path and
-    the RMS error of the cubic fit.
+    of the position ``c0..c3`` (12), scale (1), opacity (1), color RGB (3), then the presence at
+    each grid time (``presence`` of them, a number in the header: 0 when every Gaussian is always
+    present; the opacity at a time is opacity × presence, linear between grid times). Returns the
+    path and the RMS error of the cubic fit.
     """
     meta, model = load_scene(scene)
     times = torch.tensor(meta["times"], dtype=torch.float32)
@@ -86,13 +82,14 @@ def export_splatv(
         positions = model.positions(times)  # [T, N, 3]
     coeffs, rms = fit_cubic_trajectories(positions, times)
     N = len(model)
+    presence = torch.sigmoid(model.presence_logits.detach())
     records = torch.cat(
         [coeffs.reshape(N, 12), model.scales.detach()[:, None], model.opacities.detach()[:, None],
-         model.colors.detach()], dim=1,
+         model.colors.detach(), presence], dim=1,
     ).numpy().astype("<f4")  # fmt: skip
     header = json.dumps(
-        {"count": N, "times": meta["times"], "fit_rms": rms,
-         "fields": ["c0", "c1", "c2", "c3", "scale", "opacity", "rgb"]},
+        {"count": N, "times": meta["times"], "fit_rms": rms, "presence": presence.shape[1],
+         "fields": ["c0", "c1", "c2", "c3", "scale", "opacity", "rgb", "presence"]},
     ).encode()  # fmt: skip
     output = Path(output)
     with atomic_file(output) as tmp:
@@ -102,17 +99,23 @@ def export_splatv(
 
 
 def read_splatv(path: str | os.PathLike[str]) -> tuple[dict, np.ndarray]:
-    """Header and ``[count, 17]`` records of a file written by :func:`export_splatv`."""
-    data = Path(path).read_bytes()
+    """Header and ``[count, 17 + presence]`` records of a file written by
+    :func:`export_splatv`."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise FourrealError(f"{path} cannot be read ({err.strerror or err})") from err
     if not data.startswith(SPLATV_MAGIC) or len(data) < 12:
         raise FourrealError(f"{path} is not a fourreal .splatv file")
     (length,) = struct.unpack("<I", data[8:12])
     try:
         header = json.loads(data[12 : 12 + length])
         count = int(header["count"])
-    except (ValueError, KeyError) as err:
-        raise FourrealError(f"{path}: bad header ({err})") from err
+        width = 17 + int(header.get("presence", 0))
+    except (ValueError, KeyError, TypeError, RecursionError, AttributeError) as err:
+        raise FourrealError(f"{path}: bad header ({err!r})") from err
     body = data[12 + length :]
-    if len(body) != count * 17 * 4:
+    if count < 0 or width < 17 or len(body) != count * width * 4:
         raise FourrealError(f"{path}: expected {count} records, the file is truncated or wrong")
-    return header, np.frombuffer(body, dtype="<f4").reshape(count, 17)
+    return header, np.frombuffer(body, dtype="<f4").reshape(count, width)

@@ -54,14 +54,42 @@ def load_tracks(folder: str | os.PathLike[str]) -> ColumnTracks:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as err:
         raise FourrealError(f"{path} is not a readable safetensors file ({err})") from err
     if meta.get("format") != FORMAT or meta.get("version") != str(VERSION):
         raise FourrealError(f"{path} is not fourreal tracks version {VERSION}")
     expected = set(ColumnTracks.__dataclass_fields__) - {"central", "stats"}
     if set(tensors) != expected:
         raise FourrealError(f"{path} lacks {sorted(expected - set(tensors))}")
-    return ColumnTracks(central=int(meta["central"]), stats=json.loads(meta["stats"]), **tensors)
+    try:
+        central = int(meta["central"])
+        stats = json.loads(meta["stats"])
+        if not isinstance(stats, dict):
+            raise TypeError("stats must be a JSON object")
+    except (KeyError, TypeError, ValueError, RecursionError) as err:
+        raise FourrealError(f"{path} has malformed metadata ({err!r})") from err
+    _check_track_shapes(tensors, central, path)
+    return ColumnTracks(central=central, stats=stats, **tensors)
+
+
+def _check_track_shapes(tensors: dict[str, torch.Tensor], central: int, path: Path) -> None:
+    """Every tensor's shape against ``V`` (from ``K``), ``N`` (from ``points``) and the depth
+    maps' ``H x W``, so a malformed file fails here and not deep inside the reconstruction."""
+    V = tensors["K"].shape[0] if tensors["K"].ndim == 3 else -1
+    N = tensors["points"].shape[0] if tensors["points"].ndim == 2 else -1
+    HW = tuple(tensors["depth"].shape[1:]) if tensors["depth"].ndim == 3 else (-1, -1)
+    expected = {
+        "K": (V, 3, 3), "T_world_cam": (V, 4, 4), "points": (N, 3), "colors": (N, 3),
+        "keyframe": (N,), "per_view": (V, N, 3), "visible": (V, N), "T_cam_canonical": (V, 4, 4),
+        "offsets": (V, N, 3), "depth": (V, *HW), "confidence": (V, *HW),
+    }  # fmt: skip
+    wrong = [f"{k} is {list(tensors[k].shape)}" for k, shape in expected.items()
+             if tuple(tensors[k].shape) != shape]  # fmt: skip
+    if V < 1 or N < 0 or wrong or not 0 <= central < V:
+        raise FourrealError(
+            f"{path} is inconsistent ({'; '.join(wrong[:3]) or f'central view {central}'}); "
+            "run `fourreal track` again"
+        )
 
 
 def draw_tracks(tracks: ColumnTracks, frames: torch.Tensor, count: int = 300) -> np.ndarray:

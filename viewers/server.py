@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
+import ipaddress
 import math
+import sys
 import threading
 import time as clock
 from dataclasses import dataclass
@@ -353,6 +355,16 @@ def _cameras_target(T_world_cam: np.ndarray) -> np.ndarray:
     return np.linalg.solve(A, b)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine (127.x, ::1, localhost)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost: may resolve to anything
+        return False
+
+
 def _start_server(host: str, port: int):
     import viser
 
@@ -372,6 +384,15 @@ def run_viewer(path: Path, options: ViewOptions, quiet: bool = False) -> None:
     from fourreal.viewers.sources import load_view_scene
 
     scene = load_view_scene(path)
+    if not is_loopback(options.host):
+        # printed even with --quiet: serving a scene to the network should never go unnoticed
+        print(
+            f"fourreal view: warning: --host {options.host or '0.0.0.0'} serves the scene to "
+            "other machines on the network, with no password; use --host 127.0.0.1 (the "
+            "default) to keep it on this machine",
+            file=sys.stderr,
+            flush=True,
+        )
     viewer = Viewer(scene, options)
     try:
         if not quiet:

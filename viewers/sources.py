@@ -16,9 +16,7 @@ import itertools
 import math
 import os
 import re
-import shutil
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 
 from fourreal.errors import FourrealError
+from fourreal.io.archive import check_sizes, copy_member, open_zip
 from fourreal.io.gaussian_ply import PlyError, read_ply, read_ply_header
 from fourreal.viewers.cameras import SceneCameras
 from fourreal.viewers.splats import Splats
@@ -131,9 +130,11 @@ def load_dynamic(folder: Path) -> ViewScene:
         )
     with torch.no_grad():
         canonical = Splats.from_params(model.canonical())
+        # opacity times presence: Gaussians seeded at one time show at that time only
+        opacities = model.opacities_at(torch.tensor(times, dtype=torch.float32))
+        opacities = opacities.clamp(0, 1).numpy().astype(np.float32)
     steps = [
-        Splats(positions[t], canonical.scales, canonical.quats, canonical.rgbs,
-               canonical.opacities)
+        Splats(positions[t], canonical.scales, canonical.quats, canonical.rgbs, opacities[t])
         for t in range(len(times))
     ]  # fmt: skip
     cameras = _scene_cameras(meta.get("cameras"), meta_path)
@@ -166,11 +167,12 @@ def load_sequence_folder(folder: Path) -> ViewScene:
 
 
 def load_sequence_zip(path: Path) -> ViewScene:
-    """A zip of per-time PLYs (at its root or in one folder), read one member at a time."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as err:
-        raise ViewerInputError(f"{path} is not a readable zip file ({err})") from err
+    """A zip of per-time PLYs (at its root or in one folder), read one member at a time.
+
+    The zip is not trusted: absolute or ``..`` member names are refused, and declared sizes and
+    compression ratios are bounded before anything is decompressed (:mod:`fourreal.io.archive`).
+    """
+    archive = open_zip(path)
     with archive, tempfile.TemporaryDirectory(prefix="fourreal-view-") as tmp:
         members = {}
         for info in archive.infolist():
@@ -181,15 +183,12 @@ def load_sequence_zip(path: Path) -> ViewScene:
                 raise ViewerInputError(f"{path} holds {name} twice ({info.filename})")
             members[name] = info
         names = _step_names(members, path)
+        check_sizes([members[name] for name in names], path)
         steps = []
         for name in names:
             target = Path(tmp) / name
-            try:
-                with archive.open(members[name]) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            except (zipfile.BadZipFile, OSError, EOFError) as err:
-                where = f"{path}: {members[name].filename}"
-                raise ViewerInputError(f"{where} is unreadable ({err})") from None
+            with open(target, "wb") as dst:
+                copy_member(archive, members[name], dst, path)
             try:
                 steps.append(_read_step(target))
             except PlyError as err:

@@ -30,6 +30,7 @@ _TYPES = {
     "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
 }  # fmt: skip
 _MAX_HEADER = 64 * 1024
+_SH_REST = re.compile(r"f_rest_\d{1,6}")
 
 
 class PlyError(FourrealError):
@@ -80,7 +81,7 @@ class PlyHeader:
     @property
     def sh_rest_count(self) -> int:
         """Number of higher-band SH coefficients per color channel (``f_rest_*`` / 3)."""
-        return sum(name.startswith("f_rest_") for name in self.properties) // 3
+        return sum(bool(_SH_REST.fullmatch(name)) for name in self.properties) // 3
 
 
 def read_ply_header(path: str | os.PathLike[str]) -> PlyHeader:
@@ -160,6 +161,8 @@ def _parse_header(header: str, path: Path) -> tuple[int, list[tuple[str, str]], 
                 raise PlyError(f"{path}: element count {parts[2]!r} is not a number")
             elements.append((parts[1], int(parts[2]), []))
         elif parts[0] == "property" and elements:
+            if len(parts) < 3:
+                raise PlyError(f"{path}: incomplete property line {line!r}")
             if parts[1] == "list":
                 if elements[-1][0] == "vertex":
                     raise PlyError(f"{path}: list properties on vertices are not supported")
@@ -178,6 +181,8 @@ def _parse_header(header: str, path: Path) -> tuple[int, list[tuple[str, str]], 
             names = [p for _, p in props]
             if len(set(names)) != len(names):
                 raise PlyError(f"{path}: duplicate vertex properties")
+            if not names:
+                raise PlyError(f"{path}: the vertex element has no properties")
             return count, props, fmt, before
         if any(t == "list" for t, _ in props) or fmt == "ascii":
             raise PlyError(f"{path}: elements before 'vertex' are not supported")
@@ -199,7 +204,11 @@ def _read_ascii(f, count: int, props: list[tuple[str, str]], path: Path) -> np.n
             rows.append(tuple(float(v) for v in values))
         except ValueError as err:
             raise PlyError(f"{path}: vertex {k} is not numeric ({err})") from err
-    return np.array(rows, dtype=dtype)
+    try:
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.array(rows, dtype=dtype)
+    except (ValueError, OverflowError, TypeError) as err:
+        raise PlyError(f"{path}: a value does not fit its property type ({err})") from err
 
 
 def _to_gaussians(table: np.ndarray, path: Path, keep_sh_rest: bool) -> GaussianParams:
@@ -209,7 +218,8 @@ def _to_gaussians(table: np.ndarray, path: Path, keep_sh_rest: bool) -> Gaussian
         missing = [k for k in keys if k not in names]
         if missing:
             raise PlyError(f"{path}: missing vertex properties {missing}")
-        return torch.from_numpy(np.stack([table[k].astype(np.float64) for k in keys], -1))
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite values are caught below
+            return torch.from_numpy(np.stack([table[k].astype(np.float64) for k in keys], -1))
 
     n = len(table)
     means = column("x", "y", "z")
@@ -235,13 +245,13 @@ def _to_gaussians(table: np.ndarray, path: Path, keep_sh_rest: bool) -> Gaussian
     else:
         quats = torch.zeros(n, 4, dtype=torch.float64)
         quats[:, 0] = 1
-    rest = sorted((k for k in names if k.startswith("f_rest_")), key=lambda k: int(k[7:]))
+    rest = sorted((k for k in names if _SH_REST.fullmatch(k)), key=lambda k: int(k[7:]))
     sh_rest = None
     if rest and keep_sh_rest:
         if len(rest) % 3:
             raise PlyError(f"{path}: {len(rest)} f_rest properties is not a multiple of 3")
         # 3DGS stores the rest bands channel-major: [R coefficients..., G..., B...]
-        sh_rest = column(*rest).reshape(n, 3, -1).transpose(1, 2)
+        sh_rest = column(*rest).reshape(n, 3, len(rest) // 3).transpose(1, 2)
     checks = (("positions", means), ("colors", colors), ("scales", scales))
     checks += (("opacities", opacities), ("rotations", quats))
     for name, value in checks:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import tokenize
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fourreal.errors import GridFormatError, ShapeError
 from fourreal.io.atomic import atomic_dir
+from fourreal.memory import check_fits
 from fourreal.types import Cameras, Grid
 
 FORMAT = "fourreal-grid"
@@ -124,17 +128,27 @@ def load_grid(path: str | os.PathLike[str]) -> Grid:
         )
     try:
         meta = json.loads(json_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise GridFormatError(
             f"{json_path} is not valid JSON ({err}); fix or re-export it"
         ) from err
     spec = _GridSpec.parse(meta, json_path)
+    check_fits(
+        spec.memory_bytes(),
+        f"{json_path} ({spec.views} views x {spec.times} times of {spec.width}x{spec.height})",
+        "make the grid smaller (fourreal import --height/--width/--max-frames, or fewer views "
+        "and times)",
+    )
 
-    frame_paths = [
-        [spec.resolve(root, spec.frame_pattern, v, t) for t in range(spec.times)]
-        for v in range(spec.views)
-    ]
-    flat = [p for row in frame_paths for p in row]
+    flat = []
+    for v in range(spec.views):
+        for t in range(spec.times):
+            flat.append(spec.resolve(root, spec.frame_pattern, v, t))
+            if not _is_file(flat[-1]):  # fail at the first missing frame, before reading any
+                raise GridFormatError(
+                    f"{flat[-1]} is missing (grid.json declares {spec.views} views x "
+                    f"{spec.times} times); re-export the grid or restore the file"
+                )
     images = _run_all(lambda p: _read_frame(p, spec.height, spec.width), flat)
     frames = torch.from_numpy(np.stack(images)).reshape(
         spec.views, spec.times, spec.height, spec.width, 3
@@ -210,6 +224,14 @@ class _GridSpec:
         spec.source = source if isinstance(source, dict) else {"value": source}
         return spec
 
+    def memory_bytes(self) -> int:
+        """Estimated peak memory of loading: uint8 frames, float32 frames, float32 depth, and
+        about a kilobyte of bookkeeping per frame."""
+        frames = self.views * self.times
+        pixels = frames * self.height * self.width
+        depth = 8 * pixels if self.depth_pattern is not None else 0
+        return pixels * 3 * (1 + 4) + depth + frames * 1024
+
     def positive_int(self, key: str) -> int:
         value = self.meta.get(key)
         if isinstance(value, bool) or not isinstance(value, int):
@@ -224,15 +246,20 @@ class _GridSpec:
             return None
         if not isinstance(value, str):
             raise self.fail(f'"{key}" must be a string like "{FRAME_PATTERN}", got {value!r}')
+        if len(value) > 512 or re.search(r"\{[^}]*\d{4,}[^}]*\}", value):
+            raise self.fail(f'"{key}" is too long or pads numbers too wide: {value[:80]!r}')
         try:
             value.format(v=0, t=0)
-        except (KeyError, IndexError, ValueError) as err:
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as err:
             raise self.fail(f'"{key}" {value!r} is not a pattern over {{v}} and {{t}}') from err
         return value
 
     def resolve(self, root: Path, pattern: str, v: int, t: int) -> Path:
         rel = pattern.format(v=v, t=t)
-        full = (root / rel).resolve()
+        try:
+            full = (root / rel).resolve()
+        except (OSError, ValueError, RuntimeError) as err:  # too long, NUL byte, symlink loop
+            raise self.fail(f"pattern gives an unusable file name {rel[:80]!r} ({err})") from err
         if not full.is_relative_to(root.resolve()):
             raise self.fail(f"pattern points outside the grid folder: {rel}")
         return full
@@ -297,8 +324,15 @@ def _as_array(value: Any, kind: type) -> np.ndarray | None:
     return array.astype(np.float64)
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
+
 def _read_frame(path: Path, height: int, width: int) -> np.ndarray:
-    if not path.is_file():
+    if not _is_file(path):
         raise GridFormatError(
             f"{path} is missing (grid.json declares it); re-export the grid or restore the file"
         )
@@ -315,7 +349,8 @@ def _read_frame(path: Path, height: int, width: int) -> np.ndarray:
                     f"{path} has pixel mode {image.mode}; save frames as 8-bit RGB PNG"
                 )
             array = np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+            ValueError) as err:  # fmt: skip
         raise GridFormatError(
             f"{path} is not a readable image ({err}); re-export or replace it"
         ) from err
@@ -323,14 +358,43 @@ def _read_frame(path: Path, height: int, width: int) -> np.ndarray:
 
 
 def _read_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` array, its header checked against the file size before anything is allocated
+    (a 1 KB file cannot ask for gigabytes); pickled object arrays are refused."""
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0), (3, 0)):
+                raise ValueError(f"unknown .npy version {version}")
+            read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0", None)
+            if read_header is None:  # version 3.0 has the layout of 2.0 (utf-8 field names)
+                read_header = np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f, max_header_size=10_000)
+            if dtype.hasobject:
+                raise ValueError("object arrays (pickles) are not loaded")
+            need = f.tell() + math.prod(shape) * dtype.itemsize
+            size = os.fstat(f.fileno()).st_size
+            if need > size:
+                raise ValueError(
+                    f"its header declares {list(shape)} {dtype} ({need} bytes) but the file has "
+                    f"{size} bytes"
+                )
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        TypeError,
+        SyntaxError,
+        KeyError,
+        RecursionError,
+        tokenize.TokenError,
+    ) as err:  # fmt: skip  (numpy parses the header as Python)
         raise GridFormatError(f"{path} is not a readable .npy array ({err})") from err
 
 
 def _read_depth(path: Path, height: int, width: int) -> np.ndarray:
-    if not path.is_file():
+    if not _is_file(path):
         raise GridFormatError(f"{path} is missing (grid.json has a depth_pattern)")
     depth = _read_npy(path)
     if depth.shape != (height, width) or depth.dtype.kind != "f":

@@ -85,7 +85,7 @@ def video_fps(path: str | os.PathLike[str]) -> float | None:
                 return None
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    except (av.FFmpegError, OSError):
+    except (av.FFmpegError, OSError, ValueError):
         return None
     if rate is None or not rate > 0:
         return None
@@ -121,7 +121,7 @@ def _read_video_file(path: Path, max_frames: int | None, stride: int) -> list[np
                 arrays.append(_frame_rgb(frame))
                 if max_frames is not None and len(arrays) >= max_frames:
                     break
-    except (av.FFmpegError, OSError) as err:
+    except (av.FFmpegError, OSError, ValueError) as err:  # ValueError: undecodable metadata
         raise VideoError(
             f"{path} is not a readable video ({err}); check that the file is complete, or "
             "re-encode it (e.g. ffmpeg -i in.mov -c:v libx264 out.mp4)"
@@ -186,7 +186,8 @@ def _read_image(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             image = ImageOps.exif_transpose(image)
             return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+            ValueError) as err:  # fmt: skip
         raise VideoError(f"{path} is not a readable image ({err}); replace or remove it") from err
 
 

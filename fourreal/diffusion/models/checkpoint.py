@@ -8,10 +8,12 @@ and shape and says what does not match; nothing is unpickled.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
@@ -20,6 +22,7 @@ from fourreal.diffusion.models.sync import SYNC_KINDS, TRAINED_SYNCS, SyncKind
 from fourreal.diffusion.models.two_stream import TwoStreamDiT
 from fourreal.errors import FourrealError
 from fourreal.io.atomic import atomic_file
+from fourreal.memory import check_fits
 
 FORMAT = "fourreal-generator"
 VERSION = "1"
@@ -94,17 +97,26 @@ def load_generator(
             f"checkpoint {path} was trained with {stored} sync and has no {sync} sync weights; "
             f"use --sync {stored}, or a training-free one: average, weighted, sequential"
         )
-    model = TwoStreamDiT(VideoDiT(DiTConfig(**config["dit"])), sync=sync)
-    state = load_file(str(path))
+    # Build on the meta device first (no memory): a config that asks for a huge model, or a file
+    # whose tensors do not fit it, fails here before anything is allocated.
+    try:
+        with torch.device("meta"):
+            expected = TwoStreamDiT(VideoDiT(DiTConfig(**config["dit"])), sync=sync).state_dict()
+    except (TypeError, ValueError, RuntimeError, OverflowError, ZeroDivisionError) as err:
+        raise FourrealError(f"checkpoint {path}: its config cannot build a model ({err})") from err
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise FourrealError(f"checkpoint {path} is not a readable safetensors file: {err}") from err
     if sync != stored:  # training-free override: ignore the stored sync weights
-        state = {k: v for k, v in state.items() if k.startswith("stack.")}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+        shapes = {k: v for k, v in shapes.items() if k.startswith("stack.")}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
     wrong = [
-        f"{k} {list(state[k].shape)} (expected {list(expected[k].shape)})"
-        for k in sorted(set(state) & set(expected))
-        if state[k].shape != expected[k].shape
+        f"{k} {shapes[k]} (expected {list(expected[k].shape)})"
+        for k in sorted(set(shapes) & set(expected))
+        if shapes[k] != list(expected[k].shape)
     ]
     problems = []
     if missing:
@@ -115,5 +127,20 @@ def load_generator(
         problems.append(f"wrong shapes: {'; '.join(wrong[:3])}")
     if problems:
         raise FourrealError(f"checkpoint {path} does not match its config: {'; '.join(problems)}")
+    check_fits(
+        sum(4 * math.prod(shape) for shape in shapes.values()) * 2,
+        f"the generator in {path}",
+        "use a smaller model config, or --device cuda where a GPU has the memory",
+    )
+    try:
+        state = {k: v for k, v in load_file(str(path)).items() if k in shapes}
+    except (SafetensorError, OSError) as err:
+        raise FourrealError(f"checkpoint {path} is not a readable safetensors file: {err}") from err
+    bad = [k for k, v in state.items() if not v.is_floating_point()]
+    if bad:
+        raise FourrealError(f"checkpoint {path}: {bad[0]} is {state[bad[0]].dtype}, not a float")
+    if not all(bool(torch.isfinite(v).all()) for v in state.values()):
+        raise FourrealError(f"checkpoint {path} holds NaN or infinite weights")
+    model = TwoStreamDiT(VideoDiT(DiTConfig(**config["dit"])), sync=sync)
     model.load_state_dict(state)
     return model.eval(), config
