@@ -627,6 +627,16 @@ def _check_sizes(**sizes: int) -> None:
     for name, value in sizes.items():
         if value < 1:
             raise FourrealError(f"--{name} must be at least 1, got {value}")
+    if {"views", "times", "height", "width"} <= set(sizes):
+        from fourreal.memory import check_fits
+
+        frames = sizes["views"] * sizes["times"]
+        # float32 RGB and depth, plus the renderer's and the writer's working copies
+        check_fits(
+            frames * sizes["height"] * sizes["width"] * 4 * (3 + 1) * 3,
+            f"a {sizes['views']}x{sizes['times']} grid of {sizes['width']}x{sizes['height']}",
+            "use a smaller --height/--width or fewer --views/--times",
+        )
 
 
 def _say(quiet: bool, text: str) -> None:

@@ -15,6 +15,7 @@ import torch
 from fourreal.errors import FourrealError
 from fourreal.io import load_grid
 from fourreal.io.grid import to_uint8
+from fourreal.memory import check_fits
 from fourreal.recon.config import PRESETS, ReconConfig
 from fourreal.recon.deform import DeformConfig
 from fourreal.recon.fit import attach_motion, evaluate, initialize, make_optimizer, train
@@ -40,6 +41,7 @@ def run_reconstruction(
     start = time.perf_counter()
     output = Path(output)
     grid = load_grid(grid_path)
+    _check_memory(grid, config or PRESETS["fast"], grid_path)
     handler = _log_to(output)
     try:
         if resume:
@@ -80,6 +82,20 @@ def run_reconstruction(
     finally:
         logging.getLogger("fourreal").removeHandler(handler)
         handler.close()
+
+
+def _check_memory(grid, config: ReconConfig, grid_path) -> None:
+    """Fail before training when the frames, up to ``max_gaussians`` Gaussians (parameters,
+    Adam moments, gradients, per-view offsets) and render buffers cannot fit in memory."""
+    per_gaussian = 4 * (14 * 4 + grid.views * 3 * 2)
+    frames = grid.views * grid.times * grid.height * grid.width * 3 * 4
+    render = 64 * grid.height * grid.width * 4 * config.frames_per_step
+    check_fits(
+        config.max_gaussians * per_gaussian + 2 * frames + render,
+        f"reconstructing {grid_path} ({grid.views}x{grid.times} frames of "
+        f"{grid.width}x{grid.height}, up to {config.max_gaussians} Gaussians)",
+        "reconstruct a smaller grid (fourreal import --height/--width) or fewer Gaussians",
+    )
 
 
 def _config_from_dict(values: dict[str, Any]) -> ReconConfig:

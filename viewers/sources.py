@@ -27,6 +27,7 @@ import torch
 from fourreal.errors import FourrealError
 from fourreal.io.archive import check_sizes, copy_member, open_zip
 from fourreal.io.gaussian_ply import PlyError, read_ply, read_ply_header
+from fourreal.memory import check_fits
 from fourreal.viewers.cameras import SceneCameras
 from fourreal.viewers.splats import Splats
 
@@ -147,6 +148,11 @@ def evaluate_positions(model, times: torch.Tensor, budget: int = 1 << 22) -> np.
     normalized ``times [T]``, without view offsets; evaluated in chunks of Gaussians so the MLP's
     activations stay near ``budget`` floats."""
     N = len(model)
+    check_fits(
+        len(times) * N * 3 * 4 * 2,  # positions, and the packed splats made from them
+        f"showing {N} Gaussians at {len(times)} times",
+        "export fewer time steps (fourreal export) and view those, or use a smaller scene",
+    )
     out = np.empty((len(times), N, 3), dtype=np.float32)
     chunk = max(1024, budget // (len(times) * model.deform.config.width))
     with torch.no_grad():
