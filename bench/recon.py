@@ -3,7 +3,8 @@
 Each scene is rendered as an 8x8 grid at 144x256; the reconstruction sees only the frames and the
 intrinsics (poses and depth hidden). Reports held-out PSNR/SSIM, Gaussians, pruned, seconds, and
 the PSNR of the exported per-time PLYs rendered at the held-out views; with --ablations, the same
-run without pruning, without view offsets and without tracking init. Writes
+run without pruning, without view offsets, without tracking init and without time seeds
+(or the ones named by --variants). Writes
 bench/results/recon.json (merging with earlier rows of other scenes).
 
     .venv/bin/python bench/recon.py --scenes default orbit --ablations
@@ -34,6 +35,7 @@ ABLATIONS = {
     "no_prune": {"prune": False},
     "no_view_offsets": {"view_offsets": False},
     "no_tracking_init": {"tracking_init": False},
+    "no_time_seeds": {"time_seeds": False},
 }
 
 
@@ -56,7 +58,8 @@ def exported_psnr(scene: Path, grid, metrics: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scenes", nargs="+", default=["default", "orbit", "wave", "spin"])
-    parser.add_argument("--ablations", action="store_true")
+    parser.add_argument("--ablations", action="store_true", help="run every variant")
+    parser.add_argument("--variants", nargs="+", choices=list(ABLATIONS), default=None)
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--iterations", type=int, default=None, help="override the preset's")
     parser.add_argument("--backend", default="auto", help="rasterizer backend")
@@ -66,7 +69,7 @@ def main() -> None:
     for scene in args.scenes:
         grid = synth_grid(scene, seed=0, views=8, times=8, height=144, width=256)
         blind = grid.replace(cameras=Cameras(grid.cameras.K), depth=None, gt={})
-        names = list(ABLATIONS) if args.ablations else ["full"]
+        names = list(ABLATIONS) if args.ablations else args.variants or ["full"]
         for name in names:
             with tempfile.TemporaryDirectory() as tmp:
                 grid_path = save_grid(blind, Path(tmp) / "grid")

@@ -29,6 +29,7 @@ class ReconConfig:
     lr_opacities: float = 3e-2
     lr_colors: float = 1e-2
     lr_deform: float = 1e-3
+    lr_presence: float = 3e-2
     ssim_weight: float = 0.2
     smooth_weight: float = 0.01
     """Penalty on the change of the deformation between nearby times (per scene extent)."""
@@ -57,6 +58,13 @@ class ReconConfig:
     """Ablation: False drops the view-dependent offsets Δp_v."""
     tracking_init: bool = True
     """Ablation: False starts from random Gaussians instead of tracked points."""
+    time_seeds: bool = True
+    """Seed Gaussians from the changed pixels of every later column and learn when each Gaussian
+    is present (recon/seeds.py). Ablation: False leaves all motion to the deformation field."""
+    change_threshold: float = 0.05
+    """Color difference from time 0 (per channel, in [0, 1]) above which a pixel has changed."""
+    change_dilate: int = 2
+    """Pixels the changed regions are grown by."""
     motion_tracks: bool = False
     """Experimental: supervise the deformation with 2D tracks along the rows (recon/motion.py).
     Off by default: on the default scene it changed held-out PSNR by -0.06 dB at 1200 steps,

@@ -15,10 +15,11 @@ from fourreal.errors import FourrealError
 from fourreal.recon.config import ReconConfig
 from fourreal.recon.init import from_tracks, random_like
 from fourreal.recon.losses import photometric_loss, psnr, ssim
-from fourreal.recon.model import DynamicGaussians
+from fourreal.recon.model import PER_GAUSSIAN, SKIP_PRESENCE, DynamicGaussians
 from fourreal.recon.motion import MotionTracks, motion_loss, prefit_motion, row_tracks
 from fourreal.recon.prune import prune_floaters
 from fourreal.recon.render import rasterize
+from fourreal.recon.seeds import time_seeds
 from fourreal.tracking.geometry import umeyama
 from fourreal.tracking.pipeline import ColumnTracks, TrackConfig, track_column
 from fourreal.types import Grid
@@ -46,10 +47,19 @@ class Reconstruction:
     def render(self, v: int, t: int, views: bool = True, backend: str = "auto"):
         """Render grid frame ``(v, t)`` (with view v's offsets unless ``views`` is False)."""
         H, W = self.image_size
-        pos = self.model.positions(self.times[t : t + 1], torch.tensor([v]) if views else None)
+        model = self.model
+        time = self.times[t : t + 1]
+        scales, colors = model.scales, model.colors
+        presence = model.presence(time)[0]
+        opacities = model.opacities * presence
+        on = None
+        if model.presence_logits.shape[1] > 0:  # Gaussians absent at this time are skipped
+            on = (presence >= SKIP_PRESENCE).nonzero()[:, 0]
+            scales, opacities, colors = scales[on], opacities[on], colors[on]
+        pos = model.positions(time, torch.tensor([v]) if views else None, on)[0]
         return rasterize(
-            pos[0], self.model.scales, self.model.opacities, self.model.colors,
-            self.T_cam_world[v], self.K[v], W, H, self.background, backend=backend,
+            pos, scales, opacities, colors, self.T_cam_world[v], self.K[v], W, H,
+            self.background, backend=backend,
         )  # fmt: skip
 
     image_size: tuple[int, int] = (0, 0)
@@ -121,6 +131,8 @@ def initialize(grid: Grid, config: ReconConfig, progress: bool) -> Reconstructio
         log.info("pruned %d of %d Gaussians", pruned, pruned + len(model))
     K, T_world_cam = cameras_for(grid, tracks, config)
     holdout = choose_holdout(grid.views, grid.times, config.holdout_fraction, config.seed)
+    if config.time_seeds and config.tracking_init and grid.times > 1:
+        model = add_time_seeds(model, grid, tracks, K, T_world_cam, holdout, config, progress)
     recon = Reconstruction(
         model, K, T_world_cam, normalized_times(grid.times), background, holdout, pruned
     )
@@ -130,6 +142,37 @@ def initialize(grid: Grid, config: ReconConfig, progress: bool) -> Reconstructio
         prefit_motion(recon, recon.motion, config.motion_prefit_steps, config.lr_deform * 5,
                       seed=config.seed)  # fmt: skip
     return recon
+
+
+def add_time_seeds(
+    model: DynamicGaussians,
+    grid: Grid,
+    tracks: ColumnTracks,
+    K: Tensor,
+    T_world_cam: Tensor,
+    holdout: list[tuple[int, int]],
+    config: ReconConfig,
+    progress: bool,
+) -> DynamicGaussians:
+    """The canonical Gaussians with a presence table, plus the seeds of every later time
+    (recon/seeds.py), lifted with the tracked cameras."""
+    seeds = time_seeds(
+        grid.frames, K, T_world_cam, model.means.detach(),
+        tracks.depth, holdout, config.change_threshold, config.change_dilate,
+        config.point_stride, config.keyframe_stride, config.scale_factor, progress,
+    )  # fmt: skip
+    offsets = seeds.offsets if config.view_offsets else torch.zeros_like(seeds.offsets)
+    with torch.no_grad():
+        return DynamicGaussians(
+            torch.cat([model.means, seeds.points]),
+            torch.cat([model.scales, seeds.scales]),
+            torch.cat([model.opacities, torch.full_like(seeds.scales, config.init_opacity)]),
+            torch.cat([model.colors, seeds.colors]),
+            torch.cat([model.view_offsets, offsets], 1),
+            config.deform,
+            float(model.deform.extent),
+            presence=torch.cat([seeds.canonical_presence, seeds.presence(grid.times)]),
+        )
 
 
 def attach_motion(recon: Reconstruction, grid: Grid, config: ReconConfig) -> None:
@@ -149,13 +192,14 @@ def make_optimizer(recon: Reconstruction, config: ReconConfig) -> torch.optim.Op
             {"params": [model.log_scales], "lr": config.lr_scales},
             {"params": [model.opacity_logits], "lr": config.lr_opacities},
             {"params": [model.color_logits], "lr": config.lr_colors},
+            {"params": [model.presence_logits], "lr": config.lr_presence},
             {"params": model.deform.parameters(), "lr": config.lr_deform},
         ],
         eps=1e-15,
     )
 
 
-PARAMETER_NAMES = ("means", "log_scales", "opacity_logits", "color_logits")
+PARAMETER_NAMES = PER_GAUSSIAN
 """Per-Gaussian parameters, in the order of the optimizer's first param groups."""
 
 
@@ -202,7 +246,9 @@ def densify(
         index = torch.cat([torch.arange(n), torch.full((len(parents),), -1)])
         _reindex_optimizer(optimizer, model, index)
         added = len(parents)
-    keep = model.opacities >= 0.02
+    presence = torch.sigmoid(model.presence_logits)
+    peak = presence.amax(1) if presence.shape[1] else torch.ones(len(model))
+    keep = model.opacities * peak >= 0.02
     removed = int((~keep).sum())
     if removed:
         model.keep(keep)

@@ -131,9 +131,12 @@ def load_dynamic(folder: Path) -> ViewScene:
         )
     with torch.no_grad():
         canonical = Splats.from_params(model.canonical())
-        # opacity times presence: Gaussians seeded at one time show at that time only
-        opacities = model.opacities_at(torch.tensor(times, dtype=torch.float32))
-        opacities = opacities.clamp(0, 1).numpy().astype(np.float32)
+        # opacity times presence: Gaussians seeded at one time show at that time only (steps
+        # without a presence table share one opacity array, so only their centers are packed)
+        opacities = [canonical.opacities] * len(times)
+        if model.presence_logits.shape[1] > 0:
+            table = model.opacities_at(torch.tensor(times, dtype=torch.float32))
+            opacities = list(table.clamp(0, 1).numpy().astype(np.float32))
     steps = [
         Splats(positions[t], canonical.scales, canonical.quats, canonical.rgbs, opacities[t])
         for t in range(len(times))

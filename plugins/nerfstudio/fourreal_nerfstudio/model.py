@@ -28,11 +28,10 @@ from fourreal.errors import FourrealError
 from fourreal.recon.deform import DeformConfig
 from fourreal.recon.init import from_tracks
 from fourreal.recon.losses import photometric_loss, ssim
+from fourreal.recon.model import PER_GAUSSIAN
 from fourreal.recon.prune import prune_floaters
 from fourreal.recon.render import rasterize
 from fourreal_nerfstudio.dataparser import OPENCV_TO_OPENGL
-
-PER_GAUSSIAN = ("means", "log_scales", "opacity_logits", "color_logits")
 
 
 @dataclass
@@ -229,9 +228,10 @@ class FourrealSplatModel(Model):
         g = self.gaussians
         if len(g) != n:
             with torch.no_grad():
-                for name in PER_GAUSSIAN:
+                for name in PER_GAUSSIAN:  # every per-Gaussian table, presence included
                     old = getattr(g, name)
-                    setattr(g, name, nn.Parameter(old.new_zeros((n, *old.shape[1:]))))
+                    shape = state_dict.get(f"gaussians.{name}", old).shape[1:]
+                    setattr(g, name, nn.Parameter(old.new_zeros((n, *shape))))
                 V = g.view_offsets.shape[0]
                 g.view_offsets = g.view_offsets.new_zeros(V, n, 3)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
