@@ -537,6 +537,97 @@ def generate(
     )
 
 
+def train(
+    output: Output,
+    stage: Literal[0, 1, 2] = 0,
+    model: Literal["tiny", "small", "base"] = "tiny",
+    dit_width: int | None = None,
+    dit_depth: int | None = None,
+    dit_heads: int | None = None,
+    dit_patch: int | None = None,
+    sync: Literal["soft", "hard", "average", "weighted", "sequential"] = "soft",
+    init: Path | None = None,
+    views: int = 4,
+    times: int = 4,
+    height: int = 32,
+    width: int = 32,
+    videos: Path | None = None,
+    data_seed: int = 0,
+    batch_size: int = 2,
+    steps: int = 1000,
+    lr: float = 2e-4,
+    weight_decay: float = 0.01,
+    warmup: int = 50,
+    ema_decay: float = 0.999,
+    precision: Literal["auto", "fp32", "bf16"] = "auto",
+    grad_checkpoint: bool = False,
+    device: str = "auto",
+    save_every: int = 200,
+    resume: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Train the grid generator: stage 0 (base model on single videos), 1 (two-stream model on
+    pseudo-4D grids) or 2 (only the sync layers on multi-view synthetic grids).
+
+    Data are made on the fly and fixed by --data-seed. Writes OUTPUT/state.safetensors (resume
+    with --resume), OUTPUT/model.safetensors (EMA weights, for fourreal generate --checkpoint),
+    train.log, config.yaml, loss.png and, when done, train.json. Runs under
+    torchrun --nproc-per-node N as N DDP processes (gloo on CPU, nccl on CUDA). See docs/train.md.
+
+    Args:
+        output: Run folder.
+        stage: 0, 1 or 2 (see above).
+        model: Model size preset; --dit-width/--dit-depth/--dit-heads/--dit-patch override
+            its fields.
+        dit_width: Transformer width (channels).
+        dit_depth: Number of blocks.
+        dit_heads: Attention heads.
+        dit_patch: Patch size in pixels.
+        sync: Sync layer of the two-stream model (stage 2 needs soft or hard).
+        init: Generator checkpoint of the previous stage (its model.safetensors): stages 0-1 take
+            its block stack, stage 2 everything.
+        views: Views of a training grid (V).
+        times: Times of a training grid (T).
+        height: Frame height in pixels (a multiple of the patch size).
+        width: Frame width in pixels (a multiple of the patch size).
+        videos: Folder of your own videos to use as dynamic videos (stages 0-1) instead of
+            synthetic fixed-view renders.
+        data_seed: Seed of the data stream, masks and noise.
+        batch_size: Grids per step and process.
+        steps: Total optimizer steps of this stage (a resumed run continues to it).
+        lr: AdamW learning rate (after a linear warm-up).
+        weight_decay: AdamW weight decay.
+        warmup: Warm-up steps.
+        ema_decay: Decay of the EMA weights saved in model.safetensors.
+        precision: auto (bf16 autocast on CUDA and CPUs with native bf16, else fp32), fp32, bf16.
+        grad_checkpoint: Recompute block activations in the backward pass (less memory).
+        device: auto (cuda when available), cpu or cuda.
+        save_every: Steps between checkpoints.
+        resume: Continue the run in OUTPUT from its state.safetensors.
+        quiet: No progress bar or messages.
+    """
+    from fourreal.diffusion.data import DataConfig
+    from fourreal.diffusion.train import TrainConfig
+    from fourreal.diffusion.train import train as run_training
+
+    _check_sizes(steps=steps, batch_size=batch_size, save_every=save_every)
+    data = DataConfig(views=views, times=times, height=height, width=width, seed=data_seed,
+                      videos=videos)  # fmt: skip
+    config = TrainConfig(
+        output=output, stage=stage, model=model, width=dit_width, depth=dit_depth,
+        heads=dit_heads, patch=dit_patch, sync=sync, init=init, data=data,
+        batch_size=batch_size, steps=steps, lr=lr, weight_decay=weight_decay, warmup=warmup,
+        ema_decay=ema_decay, precision=precision, grad_checkpoint=grad_checkpoint,
+        device=device, save_every=save_every, resume=resume, progress=not quiet,
+    )  # fmt: skip
+    summary = run_training(config)
+    _say(
+        quiet,
+        f"stage {stage}: {summary['steps']} steps, held-out loss "
+        f"{summary['held_out_loss_start']:.4f} -> {summary['held_out_loss_end']:.4f} -> {output}",
+    )
+
+
 def view(
     path: tyro.conf.Positional[Path],
     host: str = "127.0.0.1",
@@ -654,6 +745,7 @@ COMMANDS = {
     "export": export,
     "eval": eval_,
     "generate": generate,
+    "train": train,
     "view": view,
     "bench": bench,
 }
