@@ -2,8 +2,9 @@
 
 The scene's cameras live in its canonical frame (tracking's, when they were estimated); the
 other grid's live in its own world. When the other grid has camera poses they are brought into
-the scene's frame by the similarity that maps the centers of a reference grid's cameras onto the
-scene's (view by view): the reference is ``align_to`` or, by default, the other grid itself when
+the scene's frame by the similarity that maps a reference grid's cameras onto the scene's (view
+by view; rotation from the cameras' orientations, scale and shift from their centers): the
+reference is ``align_to`` or, by default, the other grid itself when
 it has as many views as the scene. A grid without poses is taken to be seen by the scene's own
 cameras (same views).
 """
@@ -23,28 +24,17 @@ from fourreal.io import load_grid
 from fourreal.recon.losses import psnr, ssim
 from fourreal.recon.render import rasterize
 from fourreal.recon.scene import load_scene
-from fourreal.tracking.geometry import umeyama
+from fourreal.tracking.geometry import apply_similarity, pose_similarity
 from fourreal.types import Grid
 
 
-def similarity_to_scene(reference: Tensor, scene: Tensor) -> tuple[float, Tensor, Tensor]:
-    """``(s, R, t)`` mapping the camera centers of ``reference [V, 4, 4]`` (T_world_cam) onto
-    those of ``scene [V, 4, 4]``."""
+def check_same_views(reference: Tensor, scene: Tensor) -> None:
     if reference.shape != scene.shape:
         raise FourrealError(
             f"aligning cameras needs the same views: the reference grid has {reference.shape[0]} "
             f"cameras, the scene {scene.shape[0]} (pass --align-to the grid the scene was made "
             "from, with its poses)"
         )
-    s, R, t = umeyama(reference[:, :3, 3].double(), scene[:, :3, 3].double())
-    return float(s), R, t
-
-
-def apply_similarity(T_world_cam: Tensor, s: float, R: Tensor, t: Tensor) -> Tensor:
-    out = T_world_cam.double().clone()
-    out[:, :3, :3] = R @ out[:, :3, :3]
-    out[:, :3, 3] = s * out[:, :3, 3] @ R.T + t
-    return out.float()
 
 
 def cameras_in_scene(
@@ -64,9 +54,11 @@ def cameras_in_scene(
     reference = align_to if align_to is not None else grid
     if reference.cameras is None or reference.cameras.T_world_cam is None:
         raise FourrealError("the grid given to --align-to has no camera poses")
-    s, R, t = similarity_to_scene(reference.cameras.T_world_cam, scene_T)
+    ref = reference.cameras.T_world_cam
+    check_same_views(ref, scene_T)
+    s, R, t = pose_similarity(ref, scene_T)
     K = grid.cameras.K.float().expand(grid.views, 3, 3)
-    return K, apply_similarity(grid.cameras.T_world_cam, s, R, t)
+    return K, apply_similarity(grid.cameras.T_world_cam, s, R, t).float()
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from fourreal.recon.motion import MotionTracks, motion_loss, prefit_motion, row_
 from fourreal.recon.prune import prune_floaters
 from fourreal.recon.render import rasterize
 from fourreal.recon.seeds import time_seeds
-from fourreal.tracking.geometry import umeyama
+from fourreal.tracking.geometry import align_poses
 from fourreal.tracking.pipeline import ColumnTracks, TrackConfig, track_column
 from fourreal.types import Grid
 
@@ -103,12 +103,8 @@ def cameras_for(grid: Grid, tracks: ColumnTracks, config: ReconConfig) -> tuple[
         return tracks.K.float(), tracks.T_world_cam.float()
     if grid.cameras is None or grid.cameras.T_world_cam is None:
         raise FourrealError("use_grid_cameras needs cameras with poses in grid.json")
-    given = grid.cameras.T_world_cam.double()
-    s, R, t = umeyama(given[:, :3, 3], tracks.T_world_cam.double()[:, :3, 3])
-    out = given.clone()
-    out[:, :3, :3] = R @ given[:, :3, :3]
-    out[:, :3, 3] = s * given[:, :3, 3] @ R.T + t
-    return grid.cameras.K.float(), out.float()
+    aligned = align_poses(grid.cameras.T_world_cam, tracks.T_world_cam)
+    return grid.cameras.K.float(), aligned.float()
 
 
 def initialize(grid: Grid, config: ReconConfig, progress: bool) -> Reconstruction:

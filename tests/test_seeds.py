@@ -30,6 +30,12 @@ def blind_grid(full_grid):
     return full_grid.replace(cameras=Cameras(full_grid.cameras.K), depth=None, gt={})
 
 
+@pytest.fixture(scope="module")
+def mid_grid():
+    """Large enough for tracking to find the cameras well (6 views at 72x128)."""
+    return synth_grid("default", seed=0, views=6, times=4, height=72, width=128, num_tracks=16)
+
+
 def test_changed_pixels_mark_where_a_fixed_camera_sees_motion():
     frames = torch.zeros(1, 3, 3, 20, 20)
     frames[0, 0, :, 2:6, 2:6] = 1  # a square at time 0 ...
@@ -93,10 +99,10 @@ def test_seeds_never_look_at_held_out_frames(blind_grid):
     assert torch.equal(a.model.presence_logits, b.model.presence_logits)
 
 
-def test_time_seeds_beat_deformation_alone_on_moving_objects():
+def test_time_seeds_beat_deformation_alone_on_moving_objects(mid_grid):
     """Same steps, every frame after time 0 scored: seeds must lift PSNR measurably over the
     ablation (measured: 19.2 dB without, 20.6 dB with, at 200 steps)."""
-    full = synth_grid("default", seed=0, views=6, times=4, height=72, width=128, num_tracks=16)
+    full = mid_grid
     grid = full.replace(cameras=Cameras(full.cameras.K), depth=None, gt={})
     frames = [(v, t) for v in range(6) for t in range(1, 4)]
     scores = {}
@@ -108,27 +114,33 @@ def test_time_seeds_beat_deformation_alone_on_moving_objects():
     assert scores[True] > scores[False] + 0.7, scores
 
 
-def test_eval_renders_another_grid_and_aligns_its_cameras(full_grid, blind_grid, tmp_path):
+def test_eval_renders_another_grid_and_aligns_its_cameras(mid_grid, tmp_path):
+    full_grid = mid_grid
+    blind_grid = full_grid.replace(cameras=Cameras(full_grid.cameras.K), depth=None, gt={})
     save_grid(blind_grid, tmp_path / "input")
     save_grid(full_grid, tmp_path / "truth")
-    metrics = run_reconstruction(tmp_path / "input", tmp_path / "scene", TINY, progress=False)
+    config = TINY.replace(point_stride=1, iterations=100, holdout_fraction=0.2)
+    metrics = run_reconstruction(tmp_path / "input", tmp_path / "scene", config, progress=False)
     main(["eval", str(tmp_path / "scene"), "--grid", str(tmp_path / "truth"), "--quiet"])
     result = json.loads((tmp_path / "scene" / "eval.json").read_text())
-    assert len(result["frames"]) == 16 and math.isfinite(result["psnr"])
-    # the held-out frames, rendered through the aligned ground-truth cameras, score like the
-    # scene's own held-out evaluation (its estimated cameras; view offsets aside)
+    assert len(result["frames"]) == 24 and math.isfinite(result["psnr"])
+    # a grid seen by the scene's own cameras (here: given as poses) reproduces the scene's
+    # held-out score (view offsets aside), whatever frame its poses are written in
+    meta = json.loads((tmp_path / "scene" / "scene.json").read_text())
+    own = Cameras(torch.tensor(meta["cameras"]["K"]), torch.tensor(meta["cameras"]["T_world_cam"]))
+    save_grid(full_grid.replace(cameras=own, depth=None, gt={}), tmp_path / "own")
     out = tmp_path / "held.json"
-    main(["eval", str(tmp_path / "scene"), "--grid", str(tmp_path / "truth"), "--holdout-only",
+    main(["eval", str(tmp_path / "scene"), "--grid", str(tmp_path / "own"), "--holdout-only",
           "-o", str(out), "--quiet"])  # fmt: skip
     held = json.loads(out.read_text())
-    assert abs(held["psnr"] - metrics["psnr"]) < 1.5, (held["psnr"], metrics["psnr"])
+    assert abs(held["psnr"] - metrics["psnr"]) < 1.0, (held["psnr"], metrics["psnr"])
     # a grid whose world is moved, turned and scaled scores the same after alignment
     truth = load_grid(tmp_path / "truth")
     angle = torch.tensor(0.7)
     R = torch.tensor([[angle.cos(), -angle.sin(), 0], [angle.sin(), angle.cos(), 0], [0, 0, 1]])
     S = torch.eye(4)
     S[:3, :3], S[:3, 3] = 2.5 * R, torch.tensor([1.0, -2.0, 0.5])
-    T = truth.cameras.T_world_cam.clone()
+    T = truth.cameras.T_world_cam.float().clone()
     moved = S @ T
     moved[:, :3, :3] = R @ T[:, :3, :3]  # poses stay rigid; only the centers scale
     save_grid(truth.replace(cameras=Cameras(truth.cameras.K, moved)), tmp_path / "moved")

@@ -86,6 +86,40 @@ def umeyama(
     return s, R, t
 
 
+def apply_similarity(T_world_cam: Tensor, s: Tensor, R: Tensor, t: Tensor) -> Tensor:
+    """Camera-to-world poses ``[V, 4, 4]`` after the world moves by ``x -> s R x + t`` (centers
+    scaled, rotated and moved; orientations rotated). Returned in float64."""
+    out = T_world_cam.double().clone()
+    R, t = R.double(), t.double()
+    out[:, :3, :3] = R @ out[:, :3, :3]
+    out[:, :3, 3] = s * out[:, :3, 3] @ R.T + t
+    return out
+
+
+def pose_similarity(given: Tensor, reference: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``s, R, t`` moving camera-to-world poses ``given [V, 4, 4]`` onto ``reference`` (the same
+    views): ``R`` is the average of the orientation differences (so two or more cameras on a
+    line still fix it, and center noise does not turn it), then ``s, t`` fit the centers."""
+    g, r = given.double(), reference.double()
+    M = (r[:, :3, :3] @ g[:, :3, :3].transpose(1, 2)).sum(0)
+    U, _, Vh = torch.linalg.svd(M)
+    D = torch.eye(3, dtype=M.dtype)
+    D[2, 2] = torch.sign(torch.det(U @ Vh))
+    R = U @ D @ Vh
+    a = g[:, :3, 3] - g[:, :3, 3].mean(0)
+    b = r[:, :3, 3] - r[:, :3, 3].mean(0)
+    s = ((a @ R.T) * b).sum() / a.pow(2).sum().clamp_min(1e-12)
+    t = r[:, :3, 3].mean(0) - s * R @ g[:, :3, 3].mean(0)
+    return s, R, t
+
+
+def align_poses(given: Tensor, reference: Tensor) -> Tensor:
+    """``given`` poses ``[V, 4, 4]`` moved by the similarity that best maps their camera centers
+    onto those of ``reference`` (the same views), so both live in the reference's frame."""
+    s, R, t = umeyama(given[:, :3, 3].double(), reference[:, :3, 3].double())
+    return apply_similarity(given, s, R, t)
+
+
 def rotation_angle_deg(R_a: Tensor, R_b: Tensor) -> Tensor:
     """Angle of ``R_aᵀ R_b`` in degrees (batched)."""
     rel = R_a.transpose(-1, -2) @ R_b

@@ -35,7 +35,7 @@ from torch import Tensor
 from fourreal.errors import FourrealError
 from fourreal.io import load_grid
 from fourreal.recon.fit import choose_holdout
-from fourreal.tracking.geometry import umeyama
+from fourreal.tracking.geometry import align_poses
 from fourreal.tracking.pipeline import ColumnTracks, TrackConfig, track_column
 from fourreal.types import Grid
 
@@ -130,24 +130,13 @@ def read_grid_scene(config: FourrealGridDataParserConfig) -> GridScene:
     K, T_world_cam, source = tracks.K.float(), tracks.T_world_cam.float(), "tracked"
     has_poses = grid.cameras is not None and grid.cameras.T_world_cam is not None
     if config.cameras == "grid" and has_poses and grid.views >= 3:
-        T_world_cam = align_to(grid.cameras.T_world_cam, tracks.T_world_cam).float()
+        T_world_cam = align_poses(grid.cameras.T_world_cam, tracks.T_world_cam).float()
         K, source = grid.cameras.K.float(), "grid"
     holdout = choose_holdout(grid.views, grid.times, config.holdout_fraction, config.seed)
     return GridScene(
         grid, tracks, K, T_world_cam, holdout, pattern, background_of(grid), source,
         config.point_stride,
     )  # fmt: skip
-
-
-def align_to(given: Tensor, reference: Tensor) -> Tensor:
-    """``given`` poses ``[V, 4, 4]`` moved by the similarity that best maps their camera centers
-    onto those of ``reference`` (so both live in the reference's frame and scale)."""
-    given, reference = given.double(), reference.double()
-    s, R, t = umeyama(given[:, :3, 3], reference[:, :3, 3])
-    out = given.clone()
-    out[:, :3, :3] = R @ given[:, :3, :3]
-    out[:, :3, 3] = s * given[:, :3, 3] @ R.T + t
-    return out
 
 
 def background_of(grid: Grid) -> Tensor:
