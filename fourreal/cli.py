@@ -142,7 +142,7 @@ def demo(
     Args:
         output: Folder for the demo's results.
         scene: Which synthetic scene to use.
-        iterations: Reconstruction steps (default 300, fewer than the fast preset, for speed).
+        iterations: Reconstruction steps (default: the fast preset's 1200).
         quiet: No progress bars.
     """
     from fourreal.io import save_grid, write_mosaic_video, write_previews
