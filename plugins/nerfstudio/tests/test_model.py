@@ -10,6 +10,7 @@ from fourreal_nerfstudio.dataparser import FourrealGridDataParserConfig
 from fourreal_nerfstudio.model import FourrealSplatModelConfig
 from nerfstudio.cameras.cameras import Cameras
 
+from fourreal.recon.model import PER_GAUSSIAN
 from fourreal.recon.render import rasterize
 
 
@@ -95,7 +96,7 @@ def test_checkpoint_with_another_count_loads(setup):
     _, _, model = setup
     state = {k: v.clone() for k, v in model.state_dict().items()}
     keep = torch.arange(len(model.gaussians)) % 2 == 0
-    for name in ("means", "log_scales", "opacity_logits", "color_logits"):
+    for name in PER_GAUSSIAN:  # every per-Gaussian table, as a run that pruned would save
         state[f"gaussians.{name}"] = state[f"gaussians.{name}"][keep]
     state["gaussians.view_offsets"] = state["gaussians.view_offsets"][:, keep]
     clone = copy.deepcopy(model)
