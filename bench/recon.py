@@ -1,11 +1,12 @@
 """Reconstruction quality and time on the synthetic scenes (issue 5's acceptance figures).
 
-Each scene is rendered as an 8x8 grid at 144x256; the reconstruction sees only the frames and the
-intrinsics (poses and depth hidden). Reports held-out PSNR/SSIM, Gaussians, pruned, seconds, and
-the PSNR of the exported per-time PLYs rendered at the held-out views; with --ablations, the same
-run without pruning, without view offsets, without tracking init and without time seeds
-(or the ones named by --variants). Writes
-bench/results/recon.json (merging with earlier rows of other scenes).
+Each scene is rendered as an 8x8 grid at 144x256; the reconstruction sees only the frames and
+the intrinsics (poses and depth hidden). ``panda`` is the animated asset bundled with panda3d
+(fourreal.synth.assets) walking on a checkered ground. Reports held-out PSNR/SSIM, Gaussians,
+pruned, seconds, and the PSNR of the exported per-time PLYs rendered at the held-out views;
+with --ablations, the same run without pruning, without view offsets, without tracking init and
+without time seeds (or the ones named by --variants). Writes bench/results/recon.json (merging
+with earlier rows of other scenes; one writer at a time, or give --out).
 
     .venv/bin/python bench/recon.py --scenes default orbit --ablations
 """
@@ -36,7 +37,19 @@ ABLATIONS = {
     "no_view_offsets": {"view_offsets": False},
     "no_tracking_init": {"tracking_init": False},
     "no_time_seeds": {"time_seeds": False},
+    "keep_view_offsets": {"view_offset_fade": 0.0},
 }
+
+
+def bench_grid(scene: str):
+    """The 8x8 grid at 144x256 of a procedural scene, or of the panda walking on a checkered
+    ground (``panda``: the animated asset bundled with panda3d, issue 11)."""
+    if scene == "panda":
+        from fourreal.synth.assets import AssetStage, asset_grid
+
+        return asset_grid("panda", views=8, times=8, height=144, width=256,
+                          stage=AssetStage(ground=True))  # fmt: skip
+    return synth_grid(scene, seed=0, views=8, times=8, height=144, width=256)
 
 
 def exported_psnr(scene: Path, grid, metrics: dict) -> float:
@@ -57,17 +70,21 @@ def exported_psnr(scene: Path, grid, metrics: dict) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--scenes", nargs="+", default=["default", "orbit", "wave", "spin"])
+    parser.add_argument("--scenes", nargs="+",
+                        default=["default", "orbit", "wave", "spin", "panda"])  # fmt: skip
     parser.add_argument("--ablations", action="store_true", help="run every variant")
     parser.add_argument("--variants", nargs="+", choices=list(ABLATIONS), default=None)
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--iterations", type=int, default=None, help="override the preset's")
     parser.add_argument("--backend", default="auto", help="rasterizer backend")
+    results = Path(__file__).parent / "results" / "recon.json"
+    parser.add_argument("--out", type=Path, default=results,
+                        help="JSON to merge rows into (one writer at a time)")  # fmt: skip
     args = parser.parse_args()
-    path = Path(__file__).parent / "results" / "recon.json"
+    path = args.out
     rows = json.loads(path.read_text())["results"] if path.exists() else []
     for scene in args.scenes:
-        grid = synth_grid(scene, seed=0, views=8, times=8, height=144, width=256)
+        grid = bench_grid(scene)
         blind = grid.replace(cameras=Cameras(grid.cameras.K), depth=None, gt={})
         names = list(ABLATIONS) if args.ablations else args.variants or ["full"]
         for name in names:

@@ -263,6 +263,7 @@ def reconstruct(
     no_view_offsets: bool = False,
     no_tracking_init: bool = False,
     no_time_seeds: bool = False,
+    keep_view_offsets: bool = False,
     backend: Literal["auto", "torch", "cpu", "gsplat"] = "auto",
     seed: int = 0,
     quiet: bool = False,
@@ -291,6 +292,9 @@ def reconstruct(
         no_tracking_init: Ablation: start from random Gaussians instead of tracked points.
         no_time_seeds: Ablation: no Gaussians seeded from later columns; all motion is left to
             the deformation field.
+        keep_view_offsets: Keep the view offsets to the end of training, as in the paper
+            (default: they fade out by 60% of the steps, so the final model needs none and
+            exports, which drop them, match the scores).
         backend: Rasterizer backend.
         seed: Seed of the held-out choice and the optimization.
         quiet: No progress bars.
@@ -308,6 +312,7 @@ def reconstruct(
             view_offsets=not no_view_offsets,
             tracking_init=not no_tracking_init,
             time_seeds=not no_time_seeds,
+            view_offset_fade=0.0 if keep_view_offsets else PRESETS[preset].view_offset_fade,
             backend=backend,
             seed=seed,
         )
@@ -537,6 +542,14 @@ def generate(
     )
 
 
+def _check_assets(assets: tuple[str, ...]) -> None:
+    """Fail before training starts if an asset cannot be loaded (or panda3d is missing)."""
+    from fourreal.synth.assets import list_clips
+
+    for asset in assets:
+        list_clips(asset)
+
+
 def train(
     output: Output,
     stage: Literal[0, 1, 2] = 0,
@@ -552,6 +565,8 @@ def train(
     height: int = 32,
     width: int = 32,
     videos: Path | None = None,
+    assets: tuple[str, ...] = (),
+    asset_share: float = 0.5,
     data_seed: int = 0,
     batch_size: int = 2,
     steps: int = 1000,
@@ -592,6 +607,9 @@ def train(
         width: Frame width in pixels (a multiple of the patch size).
         videos: Folder of your own videos to use as dynamic videos (stages 0-1) instead of
             synthetic fixed-view renders.
+        assets: Animated 3D assets for the multi-view grids of stage 2: panda (bundled with
+            panda3d) or .glb/.gltf/.egg/.bam files; needs pip install 'fourreal[assets]'.
+        asset_share: Fraction of the stage-2 grids rendered from --assets.
         data_seed: Seed of the data stream, masks and noise.
         batch_size: Grids per step and process.
         steps: Total optimizer steps of this stage (a resumed run continues to it).
@@ -611,8 +629,12 @@ def train(
     from fourreal.diffusion.train import train as run_training
 
     _check_sizes(steps=steps, batch_size=batch_size, save_every=save_every)
+    if not 0 <= asset_share <= 1:
+        raise FourrealError(f"--asset-share must be in [0, 1], got {asset_share}")
+    if assets:
+        _check_assets(assets)
     data = DataConfig(views=views, times=times, height=height, width=width, seed=data_seed,
-                      videos=videos)  # fmt: skip
+                      videos=videos, assets=tuple(assets), asset_share=asset_share)  # fmt: skip
     config = TrainConfig(
         output=output, stage=stage, model=model, width=dit_width, depth=dit_depth,
         heads=dit_heads, patch=dit_patch, sync=sync, init=init, data=data,

@@ -56,13 +56,16 @@ class Reconstruction:
         if model.presence_logits.shape[1] > 0:  # Gaussians absent at this time are skipped
             on = (presence >= SKIP_PRESENCE).nonzero()[:, 0]
             scales, opacities, colors = scales[on], opacities[on], colors[on]
-        pos = model.positions(time, torch.tensor([v]) if views else None, on)[0]
+        pos = model.positions(time, torch.tensor([v]) if views else None, on, self.offset_weight)[0]
         return rasterize(
             pos, scales, opacities, colors, self.T_cam_world[v], self.K[v], W, H,
             self.background, backend=backend,
         )  # fmt: skip
 
     image_size: tuple[int, int] = (0, 0)
+    offset_weight: float = 1.0
+    """Weight of the view offsets in renders: faded to 0 during training (ReconConfig.
+    view_offset_fade) and never raised again, even when a resumed run trains longer."""
 
 
 def normalized_times(T: int) -> Tensor:
@@ -98,7 +101,7 @@ def track_grid(grid: Grid, config: ReconConfig) -> ColumnTracks:
 
 def cameras_for(grid: Grid, tracks: ColumnTracks, config: ReconConfig) -> tuple[Tensor, Tensor]:
     """``K`` and ``T_world_cam`` in the tracks' (canonical) frame: the tracked cameras, or with
-    ``use_grid_cameras`` the grid's, brought into that frame by a similarity on the centers."""
+    ``use_grid_cameras`` the grid's, brought into that frame by a similarity (align_poses)."""
     if not config.use_grid_cameras:
         return tracks.K.float(), tracks.T_world_cam.float()
     if grid.cameras is None or grid.cameras.T_world_cam is None:
@@ -276,6 +279,7 @@ def train(
     grad_count = torch.zeros(len(recon.model))
     densify_stop = int(config.densify_until * total)
     while recon.step < total:
+        recon.offset_weight = min(recon.offset_weight, offset_weight(recon.step, config))
         pick = torch.randint(len(train_frames), (config.frames_per_step,), generator=g).tolist()
         loss = torch.zeros(())
         for index in pick:
@@ -314,7 +318,17 @@ def train(
             bar.set_postfix(loss=f"{recon.losses[-1]:.4f}", n=len(recon.model))
         if on_checkpoint is not None and recon.step % config.checkpoint_every == 0:
             on_checkpoint(recon, optimizer)
+    recon.offset_weight = min(recon.offset_weight, offset_weight(recon.step, config))
     bar.close()
+
+
+def offset_weight(step: int, config: ReconConfig) -> float:
+    """The scheduled weight of the view offsets at ``step``: 1, then falling linearly to 0 over
+    the second half of the first ``view_offset_fade`` of the iterations (0: never faded)."""
+    if config.view_offset_fade <= 0:
+        return 1.0
+    end = config.view_offset_fade * config.iterations
+    return min(1.0, max(0.0, 2.0 - 2.0 * step / max(end, 1)))
 
 
 @torch.no_grad()

@@ -92,14 +92,18 @@ class DynamicGaussians(nn.Module):
         return self.opacities[None] * torch.where(presence >= SKIP_PRESENCE, presence, 0.0)
 
     def positions(
-        self, times: Tensor, views: Tensor | None = None, index: Tensor | None = None
+        self,
+        times: Tensor,
+        views: Tensor | None = None,
+        index: Tensor | None = None,
+        offset_weight: float = 1.0,
     ) -> Tensor:
         """Positions ``[B, N, 3]`` at normalized ``times [B]``, with the offsets of ``views [B]``
         (None: no view offsets, as for display); of the Gaussians ``index`` only if given."""
         means = self.means if index is None else self.means[index]
         p = means[None] + self.deform(means, times)
-        if views is not None:
-            offsets = self.view_offsets[views]
+        if views is not None and offset_weight != 0:
+            offsets = self.view_offsets[views] * offset_weight
             p = p + (offsets if index is None else offsets[:, index])
         return p
 

@@ -248,6 +248,7 @@ def save_checkpoint(recon: Reconstruction, optimizer: torch.optim.Optimizer, con
         "step": str(recon.step),
         "holdout": json.dumps(recon.holdout),
         "num_pruned": str(recon.num_pruned),
+        "offset_weight": str(recon.offset_weight),
         "image_size": json.dumps(list(recon.image_size)),
         "config": json.dumps(config.to_dict()),
     }
@@ -274,6 +275,9 @@ def load_checkpoint(folder: Path) -> tuple[Reconstruction, dict[str, torch.Tenso
         num_pruned = int(meta["num_pruned"])
         holdout = [(int(v), int(t)) for v, t in json.loads(meta["holdout"])]
         H, W = (int(x) for x in json.loads(meta["image_size"]))
+        offset_weight = float(meta.get("offset_weight", "1"))
+        if not 0 <= offset_weight <= 1:
+            raise ValueError(f"offset_weight {offset_weight} is not in [0, 1]")
         if step < 0 or num_pruned < 0 or H <= 0 or W <= 0:
             raise ValueError("negative step, pruned count or image size")
     except (KeyError, TypeError, ValueError, RecursionError) as err:
@@ -317,6 +321,7 @@ def load_checkpoint(folder: Path) -> tuple[Reconstruction, dict[str, torch.Tenso
         num_pruned, tensors["recon.losses"].tolist(), step,
     )  # fmt: skip
     recon.image_size = (H, W)
+    recon.offset_weight = offset_weight
     optimizer_state = {k: v for k, v in tensors.items() if k.startswith("opt.")}
     return recon, optimizer_state, config
 

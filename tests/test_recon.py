@@ -8,7 +8,14 @@ from fourreal.cli import main
 from fourreal.io import load_grid, read_ply, save_grid
 from fourreal.recon.config import ReconConfig
 from fourreal.recon.export import export_ply_sequence, export_splatv, read_splatv
-from fourreal.recon.fit import densify, evaluate, initialize, make_optimizer, train
+from fourreal.recon.fit import (
+    densify,
+    evaluate,
+    initialize,
+    make_optimizer,
+    offset_weight,
+    train,
+)
 from fourreal.recon.losses import psnr
 from fourreal.recon.motion import motion_loss, prefit_motion
 from fourreal.recon.render import rasterize
@@ -53,6 +60,24 @@ def test_training_lowers_the_loss(tiny_grid):
     assert last < 0.9 * first
 
 
+def test_view_offsets_fade_out_so_that_exports_need_none(tiny_grid):
+    config = TINY.replace(iterations=30)  # fade over steps 9..18
+    weights = [offset_weight(s, config) for s in (0, 9, 12, 18, 29)]
+    assert weights == pytest.approx([1, 1, 2 / 3, 0, 0])
+    assert offset_weight(29, config.replace(view_offset_fade=0)) == 1  # kept, as in the paper
+    recon = initialize(tiny_grid, config, progress=False)
+    assert float(recon.model.view_offsets.abs().amax()) > 0
+    v, t = recon.holdout[0]
+    assert not torch.equal(recon.render(v, t).rgb, recon.render(v, t, views=False).rgb)
+    optimizer = make_optimizer(recon, config)
+    train(recon, tiny_grid, config, optimizer)
+    assert recon.offset_weight == 0
+    assert torch.equal(recon.render(v, t).rgb, recon.render(v, t, views=False).rgb)
+    # training on for longer does not bring them back
+    train(recon, tiny_grid, config.replace(iterations=40), optimizer)
+    assert recon.offset_weight == 0
+
+
 def test_resume_continues_from_the_saved_step(tiny_grid_path, tmp_path, monkeypatch):
     out = tmp_path / "scene"
     real = scene_module.save_checkpoint
@@ -69,6 +94,8 @@ def test_resume_continues_from_the_saved_step(tiny_grid_path, tmp_path, monkeypa
         run_reconstruction(tiny_grid_path, out, TINY, progress=False)
     assert not (out / "scene.json").exists()  # no half-written scene, only the checkpoint
     assert (out / "checkpoint.safetensors").is_file()
+    # it carries the view offsets' weight (fading over steps 12..24; last set at step 19)
+    assert scene_module.load_checkpoint(out)[0].offset_weight == pytest.approx(2 - 2 * 19 / 24)
     monkeypatch.setattr("fourreal.recon.run.save_checkpoint", real)
     metrics = run_reconstruction(tiny_grid_path, out, None, resume=True, progress=False)
     assert seen == [20] and metrics["steps"] == 40

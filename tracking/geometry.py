@@ -114,10 +114,10 @@ def pose_similarity(given: Tensor, reference: Tensor) -> tuple[Tensor, Tensor, T
 
 
 def align_poses(given: Tensor, reference: Tensor) -> Tensor:
-    """``given`` poses ``[V, 4, 4]`` moved by the similarity that best maps their camera centers
-    onto those of ``reference`` (the same views), so both live in the reference's frame."""
-    s, R, t = umeyama(given[:, :3, 3].double(), reference[:, :3, 3].double())
-    return apply_similarity(given, s, R, t)
+    """``given`` poses ``[V, 4, 4]`` moved into ``reference``'s frame (the same views) by
+    :func:`pose_similarity`. (Fitting the centers alone turned the world by ~1° on an 8-view
+    arc, 7 px at the far views of the default scene; the orientations fix the rotation.)"""
+    return apply_similarity(given, *pose_similarity(given, reference))
 
 
 def rotation_angle_deg(R_a: Tensor, R_b: Tensor) -> Tensor:

@@ -9,7 +9,8 @@ determined by ``(seed, index)``:
   frame swept by a smooth 2D affine camera path).
 - **pseudo-4D grids** (stage 1): a dynamic video (the time axis) under a continuous random 2D
   affine transform that varies smoothly along the view axis (the camera axis): ``[V, T]``.
-- **multi-view grids** (stage 2): synthetic dynamic scenes rendered on random arcs: ``[V, T]``.
+- **multi-view grids** (stage 2): synthetic dynamic scenes rendered on random arcs: ``[V, T]``;
+  with ``assets``, also animated 3D assets (the bundled panda, a user's glTF) on random arcs.
 
 Frames are float in [0, 1]; row ``v = 0`` is the untransformed video (the identity warp).
 """
@@ -56,6 +57,12 @@ class DataConfig:
     """Largest translation of the last view, as a fraction of the frame size."""
     arc_deg: tuple[float, float] = (20.0, 70.0)
     """Range of arc angles of the multi-view grids' cameras."""
+    assets: tuple[str, ...] = ()
+    """Animated assets (``panda`` or .glb/.gltf/.egg/.bam paths; needs ``fourreal[assets]``)
+    that multi-view grids are also rendered from: a random clip start, arc, elevation and
+    azimuth per sample (the paper's animated-Objaverse data)."""
+    asset_share: float = 0.5
+    """Fraction of the multi-view grids taken from ``assets`` (when any are given)."""
 
 
 def sample_seed(seed: int, index: int, salt: int = 0) -> int:
@@ -140,6 +147,33 @@ def _synthetic(config: DataConfig, seed: int, views: int, times: int) -> Tensor:
     return grid.frames
 
 
+def _asset(config: DataConfig, seed: int, views: int, times: int) -> Tensor:
+    """A grid ``[views, times]`` of a random asset of ``config.assets``: a random stretch of its
+    first clip seen from a random arc, elevation and azimuth."""
+    from fourreal.synth.assets import AssetCameras, asset_grid
+
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(6, generator=g).tolist()
+    asset = config.assets[int(u[0] * len(config.assets)) % len(config.assets)]
+    lo, hi = config.arc_deg
+    cameras = AssetCameras(
+        arc_deg=lo + (hi - lo) * u[1], elevation_deg=5.0 + 30.0 * u[2], azimuth_deg=360.0 * u[3]
+    )
+    grid = asset_grid(asset, views=views, times=times, height=config.height, width=config.width,
+                      cameras=cameras, frame_step=1.0 + 3.0 * u[4], start_frame=100.0 * u[5],
+                      num_tracks=1, supersample=2)  # fmt: skip
+    return grid.frames
+
+
+def _multiview(config: DataConfig, seed: int) -> Tensor:
+    """A multi-view grid: an asset's (``asset_share`` of them, when assets are given) or a
+    synthetic scene's."""
+    share = (seed >> 5) % 1000 / 1000
+    if config.assets and share < config.asset_share:
+        return _asset(config, seed, config.views, config.times)
+    return _synthetic(config, seed, config.views, config.times)
+
+
 def list_videos(folder: Path) -> list[Path]:
     """Video files and image-sequence subfolders directly inside ``folder``, sorted."""
     if not folder.is_dir():
@@ -191,7 +225,7 @@ def make_sample(
     seed = sample_seed(config.seed, index, KINDS.index(kind))
     g = torch.Generator().manual_seed(seed)
     if kind == "multiview":
-        return _synthetic(config, seed, config.views, config.times)
+        return _multiview(config, seed)
     if kind == "pseudo4d":
         return pseudo_4d(dynamic_video(config, seed, files), config.views, config, g)
     if kind != "videos":

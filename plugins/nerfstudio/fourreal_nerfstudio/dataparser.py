@@ -55,9 +55,8 @@ class FourrealGridDataParserConfig(DataParserConfig):
     """Where poses come from: ``tracked`` (default, as ``fourreal reconstruct``): estimated by
     tracking the freeze-time column, consistent with the tracked points that start the Gaussians;
     ``grid``: grid.json's poses when it has them (else tracking's), moved into the tracking's frame
-    by a similarity on the camera centers, which is only as good as the tracked centers (on a
-    4×4 grid at 72×128 it started at 9.7 dB PSNR instead of 11.1 and did not train). Intrinsics
-    always come from grid.json when it has them."""
+    by a similarity (``tracking.geometry.align_poses``: rotation from the camera orientations,
+    scale and shift from the centers). Intrinsics always come from grid.json when it has them."""
     holdout_fraction: float = 0.1
     """Fraction of the frames outside row 0 and column 0 held out for evaluation (fourreal's
     split; 0 keeps every frame for training and evaluates on frame (0, 0))."""
