@@ -631,6 +631,8 @@ def train(
     _check_sizes(steps=steps, batch_size=batch_size, save_every=save_every)
     if not 0 <= asset_share <= 1:
         raise FourrealError(f"--asset-share must be in [0, 1], got {asset_share}")
+    if assets and stage != 2:
+        raise FourrealError("--assets feeds the multi-view grids of stage 2; use it with --stage 2")
     if assets:
         _check_assets(assets)
     data = DataConfig(views=views, times=times, height=height, width=width, seed=data_seed,

@@ -2,9 +2,8 @@
 previous complete output, a complete new one, or a resumable checkpoint; never a partial file
 under a final name, never a temporary left behind (tests/interrupt_harness.py).
 
-``fourreal train`` does not exist yet; when it lands, point :func:`kill_points` at it with a
-validator that accepts its checkpoints. The number of kill points is printed at the end of the
-run; ``-m slow`` tries five times as many.
+``fourreal train`` has its own kill test (tests/test_train.py::test_train_survives_kills). The
+number of kill points is printed at the end of the run; ``-m slow`` tries five times as many.
 """
 
 from __future__ import annotations

@@ -70,6 +70,8 @@ def test_train_refuses_a_missing_asset(tmp_path):
         from fourreal.cli import train as train_command
 
         train_command(tmp_path / "run", stage=2, assets=("nope.glb",), quiet=True)
+    with pytest.raises(FourrealError, match="stage 2"):
+        train_command(tmp_path / "run", stage=1, assets=("panda",), quiet=True)
 
 
 def test_pseudo_4d_row_0_is_the_video_and_views_change_smoothly():
