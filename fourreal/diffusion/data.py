@@ -17,6 +17,7 @@ Frames are float in [0, 1]; row ``v = 0`` is the untransformed video (the identi
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterator
@@ -147,21 +148,30 @@ def _synthetic(config: DataConfig, seed: int, views: int, times: int) -> Tensor:
     return grid.frames
 
 
+@functools.lru_cache(maxsize=64)
+def _clip_names(asset: str) -> tuple[str, ...]:
+    from fourreal.synth.assets import list_clips
+
+    return tuple(c.name for c in list_clips(asset))
+
+
 def _asset(config: DataConfig, seed: int, views: int, times: int) -> Tensor:
-    """A grid ``[views, times]`` of a random asset of ``config.assets``: a random stretch of its
-    first clip seen from a random arc, elevation and azimuth."""
+    """A grid ``[views, times]`` of a random asset of ``config.assets``: a random stretch of one
+    of its clips, seen from a random arc, elevation and azimuth."""
     from fourreal.synth.assets import AssetCameras, asset_grid
 
     g = torch.Generator().manual_seed(seed)
-    u = torch.rand(6, generator=g).tolist()
+    u = torch.rand(7, generator=g).tolist()
     asset = config.assets[int(u[0] * len(config.assets)) % len(config.assets)]
+    clips = _clip_names(asset)
+    clip = clips[int(u[6] * len(clips)) % len(clips)] if clips else None
     lo, hi = config.arc_deg
     cameras = AssetCameras(
         arc_deg=lo + (hi - lo) * u[1], elevation_deg=5.0 + 30.0 * u[2], azimuth_deg=360.0 * u[3]
     )
-    grid = asset_grid(asset, views=views, times=times, height=config.height, width=config.width,
-                      cameras=cameras, frame_step=1.0 + 3.0 * u[4], start_frame=100.0 * u[5],
-                      num_tracks=1, supersample=2)  # fmt: skip
+    grid = asset_grid(asset, clip, views=views, times=times, height=config.height,
+                      width=config.width, cameras=cameras, frame_step=1.0 + 3.0 * u[4],
+                      start_frame=100.0 * u[5], num_tracks=1, supersample=2)  # fmt: skip
     return grid.frames
 
 
