@@ -542,14 +542,6 @@ def generate(
     )
 
 
-def _check_assets(assets: tuple[str, ...]) -> None:
-    """Fail before training starts if an asset cannot be loaded (or panda3d is missing)."""
-    from fourreal.synth.assets import list_clips
-
-    for asset in assets:
-        list_clips(asset)
-
-
 def train(
     output: Output,
     stage: Literal[0, 1, 2] = 0,
@@ -633,8 +625,11 @@ def train(
         raise FourrealError(f"--asset-share must be in [0, 1], got {asset_share}")
     if assets and stage != 2:
         raise FourrealError("--assets feeds the multi-view grids of stage 2; use it with --stage 2")
-    if assets:
-        _check_assets(assets)
+    if assets:  # fail before training starts if an asset cannot be loaded
+        from fourreal.diffusion.data import asset_clips
+
+        for asset in assets:
+            asset_clips(asset)
     data = DataConfig(views=views, times=times, height=height, width=width, seed=data_seed,
                       videos=videos, assets=tuple(assets), asset_share=asset_share)  # fmt: skip
     config = TrainConfig(

@@ -15,7 +15,7 @@ from fourreal.errors import FourrealError
 from fourreal.recon.config import ReconConfig
 from fourreal.recon.init import from_tracks, random_like
 from fourreal.recon.losses import photometric_loss, psnr, ssim
-from fourreal.recon.model import PER_GAUSSIAN, SKIP_PRESENCE, DynamicGaussians
+from fourreal.recon.model import PER_GAUSSIAN, DynamicGaussians
 from fourreal.recon.motion import MotionTracks, motion_loss, prefit_motion, row_tracks
 from fourreal.recon.prune import prune_floaters
 from fourreal.recon.render import rasterize
@@ -50,11 +50,10 @@ class Reconstruction:
         model = self.model
         time = self.times[t : t + 1]
         scales, colors = model.scales, model.colors
-        presence = model.presence(time)[0]
-        opacities = model.opacities * presence
+        opacities = model.opacities_at(time)[0]
         on = None
         if model.presence_logits.shape[1] > 0:  # Gaussians absent at this time are skipped
-            on = (presence >= SKIP_PRESENCE).nonzero()[:, 0]
+            on = (opacities > 0).nonzero()[:, 0]
             scales, opacities, colors = scales[on], opacities[on], colors[on]
         pos = model.positions(time, torch.tensor([v]) if views else None, on, self.offset_weight)[0]
         return rasterize(

@@ -149,7 +149,9 @@ def _synthetic(config: DataConfig, seed: int, views: int, times: int) -> Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def _clip_names(asset: str) -> tuple[str, ...]:
+def asset_clips(asset: str) -> tuple[str, ...]:
+    """The clip names of an asset (loaded once per process; a missing file or panda3d raises
+    a FourrealError, so calling this first checks an asset before training)."""
     from fourreal.synth.assets import list_clips
 
     return tuple(c.name for c in list_clips(asset))
@@ -163,7 +165,7 @@ def _asset(config: DataConfig, seed: int, views: int, times: int) -> Tensor:
     g = torch.Generator().manual_seed(seed)
     u = torch.rand(7, generator=g).tolist()
     asset = config.assets[int(u[0] * len(config.assets)) % len(config.assets)]
-    clips = _clip_names(asset)
+    clips = asset_clips(asset)
     clip = clips[int(u[6] * len(clips)) % len(clips)] if clips else None
     lo, hi = config.arc_deg
     cameras = AssetCameras(
