@@ -167,14 +167,21 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
         load_generator(corrupt)
 
 
-def test_model_method_needs_a_checkpoint(tmp_path, videos, capsys):
-    with pytest.raises(SystemExit):
-        main([
-            "generate", "--fixed-view", str(videos / "fixed.mp4"), "--freeze-time",
-            str(videos / "freeze.mp4"), "--method", "model", "-o", str(tmp_path / "g"),
-        ])  # fmt: skip
-    assert "--method model needs --checkpoint" in capsys.readouterr().err
-    assert not (tmp_path / "g").exists()
+def test_model_method_defaults_to_the_bundled_checkpoint_at_its_resolution(tmp_path, videos):
+    from fourreal.diffusion.models.checkpoint import bundled_checkpoint, read_generator_config
+
+    size = read_generator_config(bundled_checkpoint())["resolution"]
+    out = tmp_path / "g"
+    main([
+        "generate", "--fixed-view", str(videos / "fixed.mp4"), "--freeze-time",
+        str(videos / "freeze.mp4"), "--method", "model", "--steps", "1", "-o", str(out),
+        "--quiet", "--no-previews",
+    ])  # fmt: skip
+    grid = load_grid(out)
+    info = grid.source["generate"]
+    assert [grid.height, grid.width] == size and info["resized_from"] == [32, 48]
+    assert info["checkpoint"] == str(bundled_checkpoint().resolve())
+    assert (grid.views, grid.times) == (4, 5) and not grid.known[1:, 1:].any()
 
 
 def test_first_frames_must_agree(tmp_path, videos, capsys):

@@ -30,6 +30,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from fourreal.errors import FourrealError
+from fourreal.types import Grid
 
 Kind = Literal["videos", "pseudo4d", "multiview"]
 KINDS: tuple[Kind, ...] = ("videos", "pseudo4d", "multiview")
@@ -131,7 +132,13 @@ def pseudo_4d(
 
 
 def _synthetic(config: DataConfig, seed: int, views: int, times: int) -> Tensor:
-    """A synthetic grid ``[views, times]`` of a random scene on a random arc."""
+    """The frames of :func:`synthetic_grid`."""
+    return synthetic_grid(config, seed, views, times).frames
+
+
+def synthetic_grid(config: DataConfig, seed: int, views: int, times: int) -> Grid:
+    """A synthetic grid ``[views, times]`` of a random scene on a random arc, with its ground
+    truth (cameras, depth)."""
     from fourreal.synth import ArcConfig, synth_grid
 
     g = torch.Generator().manual_seed(seed)
@@ -143,9 +150,8 @@ def _synthetic(config: DataConfig, seed: int, views: int, times: int) -> Tensor:
         azimuth_deg=-90.0 + 60.0 * (u[2] - 0.5),
         radius=3.0 + 0.8 * u[3],
     )
-    grid = synth_grid(scene, seed % 2**31, views, times, config.height, config.width, arc=arc,
+    return synth_grid(scene, seed % 2**31, views, times, config.height, config.width, arc=arc,
                       num_tracks=1)  # fmt: skip
-    return grid.frames
 
 
 @functools.lru_cache(maxsize=64)

@@ -110,7 +110,11 @@ def fill_grid(grid: Grid, options: GenerateOptions = GenerateOptions()) -> Grid:
     if options.method == "warp":
         frames, info = _fill_warp(grid, options)
     elif options.method == "model":
+        original = (grid.height, grid.width)
+        grid = _to_model_resolution(grid, model_checkpoint(options))
         frames, info = _fill_model(grid, options)
+        if (grid.height, grid.width) != original:
+            info["resized_from"] = list(original)
     else:
         raise FourrealError(f"unknown method {options.method!r}; choose warp or model")
     frames = torch.where(grid.known[:, :, None, None, None], grid.frames, frames)
@@ -139,19 +143,43 @@ def _fill_warp(grid: Grid, options: GenerateOptions) -> tuple[torch.Tensor, dict
     return frames, info
 
 
+def model_checkpoint(options: GenerateOptions) -> Path:
+    """The checkpoint ``--method model`` runs: ``--checkpoint``, else the bundled ``tiny`` one."""
+    from fourreal.diffusion.models.checkpoint import bundled_checkpoint
+
+    return Path(options.checkpoint) if options.checkpoint is not None else bundled_checkpoint()
+
+
+def _to_model_resolution(grid: Grid, checkpoint: Path) -> Grid:
+    """``grid`` resized to the frame size the checkpoint was trained at, when it records one
+    (intrinsics scaled with it; depth and other ground truth dropped)."""
+    from fourreal.diffusion.models.checkpoint import read_generator_config
+    from fourreal.io import resize_frames
+    from fourreal.types import Cameras
+
+    size = read_generator_config(checkpoint).get("resolution")
+    if size is None or (grid.height, grid.width) == tuple(size):
+        return grid
+    height, width = int(size[0]), int(size[1])
+    V, T = grid.views, grid.times
+    frames = resize_frames(grid.frames.reshape(V * T, 3, grid.height, grid.width), height, width)
+    cameras = grid.cameras
+    if cameras is not None:
+        scale = torch.tensor([width / grid.width, height / grid.height, 1.0], dtype=cameras.K.dtype)
+        cameras = Cameras(cameras.K * scale[:, None], cameras.T_world_cam)
+    return grid.replace(frames=frames.reshape(V, T, 3, height, width), cameras=cameras,
+                        depth=None, gt={})  # fmt: skip
+
+
 def _fill_model(grid: Grid, options: GenerateOptions) -> tuple[torch.Tensor, dict]:
     from fourreal.diffusion.models.checkpoint import load_generator
     from fourreal.diffusion.pipelines import GridPipeline
     from fourreal.diffusion.pipelines.grid import use_bf16
 
-    if options.checkpoint is None:
-        raise FourrealError(
-            "--method model needs --checkpoint PATH.safetensors (no trained checkpoint ships "
-            "yet); use --method warp, the weight-free default"
-        )
     if options.steps < 1:
         raise FourrealError(f"--steps must be at least 1, got {options.steps}")
-    model, config = load_generator(options.checkpoint, options.sync)
+    checkpoint = model_checkpoint(options)
+    model, config = load_generator(checkpoint, options.sync)
     device = options.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -169,7 +197,7 @@ def _fill_model(grid: Grid, options: GenerateOptions) -> tuple[torch.Tensor, dic
     )  # fmt: skip
     info = {
         "method": "model",
-        "checkpoint": str(Path(options.checkpoint).resolve()),
+        "checkpoint": str(checkpoint.resolve()),
         "sync": model.sync,
         "steps": options.steps,
         "solver": options.solver,

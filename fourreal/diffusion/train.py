@@ -236,7 +236,8 @@ def _train(config: TrainConfig, dist: Dist) -> dict[str, Any]:
                                           losses, config.to_dict()))  # fmt: skip
         shadow = TwoStreamDiT(VideoDiT(config.dit()), sync=config.sync)
         shadow.load_state_dict({k: v.cpu() for k, v in ema.items()})
-        save_generator(shadow, run / "model.safetensors", (config.data.views, config.data.times))
+        save_generator(shadow, run / "model.safetensors", (config.data.views, config.data.times),
+                       (config.data.height, config.data.width))  # fmt: skip
         write_loss_png(run / "loss.png", losses)
 
     began = time.perf_counter()

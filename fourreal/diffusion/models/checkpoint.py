@@ -1,7 +1,8 @@
 """Generator checkpoints: safetensors, with the model's config in the file's metadata.
 
 Metadata keys: ``format`` = ``fourreal-generator``, ``version`` = ``1``, ``config`` = JSON
-``{"dit": DiTConfig fields, "sync": kind, "window": [views, times]}``. Loading checks every key
+``{"dit": DiTConfig fields, "sync": kind, "window": [views, times]}`` and optionally
+``"resolution": [height, width]`` (the training frame size). Loading checks every key
 and shape and says what does not match; nothing is unpickled.
 """
 
@@ -29,18 +30,61 @@ VERSION = "1"
 
 
 def save_generator(
-    model: TwoStreamDiT, path: str | os.PathLike[str], window: tuple[int, int] = (8, 8)
+    model: TwoStreamDiT,
+    path: str | os.PathLike[str],
+    window: tuple[int, int] = (8, 8),
+    resolution: tuple[int, int] | None = None,
 ) -> Path:
-    """Write ``model`` (a :class:`TwoStreamDiT` over a :class:`VideoDiT`) atomically."""
+    """Write ``model`` (a :class:`TwoStreamDiT` over a :class:`VideoDiT`) atomically.
+
+    ``window`` is the grid size it was trained on (the sliding window of generation) and
+    ``resolution`` the frame ``(height, width)`` it was trained at, if it should be told."""
     if not isinstance(model.stack, VideoDiT):
         raise FourrealError("save_generator saves models built on fourreal's VideoDiT")
-    config = {"dit": model.stack.config.to_dict(), "sync": model.sync, "window": list(window)}
+    config: dict[str, Any] = {
+        "dit": model.stack.config.to_dict(),
+        "sync": model.sync,
+        "window": list(window),
+    }
+    if resolution is not None:
+        config["resolution"] = list(resolution)
     metadata = {"format": FORMAT, "version": VERSION, "config": json.dumps(config)}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
     with atomic_file(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return path
+
+
+BUNDLED = Path(__file__).resolve().parents[1] / "weights"
+"""Where the bundled checkpoints live (``tiny.safetensors`` and its record ``tiny.json``)."""
+
+
+def bundled_checkpoint(name: str = "tiny") -> Path:
+    """The path of a checkpoint shipped with fourreal (``tiny``: 8×8 grids at 64×64)."""
+    path = BUNDLED / f"{name}.safetensors"
+    if not path.is_file():
+        raise FourrealError(
+            f"the bundled {name!r} checkpoint is missing ({path}); reinstall fourreal, or pass "
+            "--checkpoint PATH.safetensors"
+        )
+    return path
+
+
+def bundled_note(name: str = "tiny") -> str | None:
+    """A one-line reminder of how the bundled checkpoint scores on held-out grids against the
+    warp method (from its record), or None when the record is missing."""
+    try:
+        record = json.loads((BUNDLED / f"{name}.json").read_text())
+        rows = {row["method"]: row for row in record["held_out"]["rows"]}
+        mine, warp = rows[record["label"]], rows["warp"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return (
+        f"the bundled {name!r} checkpoint is a CPU-scale model: on held-out grids it scores "
+        f"{mine['psnr']:.1f} dB against {warp['psnr']:.1f} dB for --method warp (see "
+        "docs/generator.md); use --method warp, or your own --checkpoint, for usable frames"
+    )
 
 
 def read_generator_config(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -1,0 +1,166 @@
+"""Train the bundled ``tiny`` generator and its ablation variants, score them on held-out grids
+and bundle the checkpoint (issue 8).
+
+Runs, one after the other (each command is recorded in the bundle's ``tiny.json``):
+
+1. stage 0: the base video DiT on single videos (8 frames, 64×64);
+2. stage 1 from it with each sync: soft, hard, sequential (4×4 pseudo-4D grids);
+3. stage 2 from the soft and hard stage-1 models (4×4 multi-view synthetic grids);
+4. ``fourreal eval generate`` on the held-out grids with every variant, the training-free
+   Eq. 12/13 syncs on the stage-0 blocks, warp, copy-row/column and the untrained model:
+   ``bench/results/generator_ablation.json``;
+5. the soft stage-2 model copied into ``fourreal/diffusion/weights/tiny.safetensors``
+   (with ``resolution`` 64×64 and the window it generates with) beside ``tiny.json``.
+
+    .venv/bin/python bench/generator.py --runs runs/generator [--skip-training] [--window 8 8]
+
+About 75 minutes of training and 15 of evaluation on 2 CPU cores (AVX2, fp32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ("--dit-width 192 --dit-depth 4 --dit-heads 3 --dit-patch 8 --height 64 --width 64 "
+         "--data-seed 0 --quiet")  # fmt: skip
+STAGE0 = ("--stage 0 --views 8 --times 8 --batch-size 4 --steps 420 --lr 5e-4 --warmup 50 "
+          "--save-every 100")  # fmt: skip
+STAGE1 = ("--stage 1 --views 4 --times 4 --batch-size 2 --steps 700 --lr 5e-4 --warmup 50 "
+          "--save-every 100")  # fmt: skip
+STAGE2 = ("--stage 2 --views 4 --times 4 --batch-size 2 --steps 300 --lr 5e-4 --warmup 30 "
+          "--save-every 100")  # fmt: skip
+LABEL = "soft (bundled tiny)"
+
+
+def commands(runs: Path) -> list[str]:
+    out = [f"fourreal train -o {runs}/s0 {STAGE0} {MODEL}"]
+    for sync in ("soft", "hard", "sequential"):
+        out.append(f"fourreal train -o {runs}/s1_{sync} {STAGE1} --sync {sync} "
+                   f"--init {runs}/s0/model.safetensors {MODEL}")  # fmt: skip
+    for sync in ("soft", "hard"):
+        out.append(f"fourreal train -o {runs}/s2_{sync} {STAGE2} --sync {sync} "
+                   f"--init {runs}/s1_{sync}/model.safetensors {MODEL}")  # fmt: skip
+    return out
+
+
+def variants(runs: Path) -> list[str]:
+    return [
+        f"{LABEL}={runs}/s2_soft/model.safetensors",
+        f"soft without stage 2={runs}/s1_soft/model.safetensors",
+        f"hard={runs}/s2_hard/model.safetensors",
+        f"sequential={runs}/s1_sequential/model.safetensors",
+        f"training-free Eq. 12 (average)={runs}/s0/model.safetensors@average",
+        f"training-free Eq. 13 (weighted)={runs}/s0/model.safetensors@weighted",
+    ]
+
+
+def run(command: str) -> None:
+    print(f"$ {command}", file=sys.stderr, flush=True)
+    args = shlex.split(command)
+    subprocess.run([str(ROOT / ".venv/bin" / args[0]), *args[1:]], cwd=ROOT, check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=Path("runs/generator"))
+    parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument(
+        "--window",
+        type=int,
+        nargs=2,
+        default=None,
+        help="generation window of the models (default: their training grid)",
+    )
+    parser.add_argument("--grids", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    train = commands(args.runs)
+    began = time.perf_counter()
+    if not args.skip_training:
+        for command in train:
+            run(command)
+    output = ROOT / "bench/results/generator_ablation.json"
+    window = ["--window", *map(str, args.window)] if args.window else []
+    evaluate = ("fourreal eval generate --models " + " ".join(shlex.quote(v) for v in
+                variants(args.runs)) + f" --grids {args.grids} --steps {args.steps} "
+                + " ".join(window) + f" -o {output} --quiet")  # fmt: skip
+    run(evaluate)
+    samples_figure(args.runs, args.window, args.steps, ROOT / "docs/images/generator_samples.png")
+    bundle(args.runs, output, train, evaluate, args.window, time.perf_counter() - began)
+
+
+def samples_figure(runs: Path, window: list[int] | None, steps: int, path: Path) -> None:
+    """Held-out grid 0, its last view over time, as each method fills it (one row each)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from fourreal.diffusion import evaluate as ev
+
+    grid = ev.held_out_grids(ev.HeldOut(count=1))[0]
+    use = tuple(window) if window else None
+    fillers = {
+        "ground truth": lambda g: g.frames,
+        "copy row": ev.copy_row,
+        "copy column": ev.copy_column,
+        "warp": ev.warp,
+        "untrained": ev.untrained_filler(runs / "s0/model.safetensors", steps, 0, use)[0],
+    }
+    for spec in variants(runs):
+        label, checkpoint, sync = ev.parse_model(spec)
+        fillers[label] = ev.checkpoint_filler(checkpoint, sync, steps, 0, use)[0]  # type: ignore[arg-type]
+    v, label_width, size = grid.views - 1, 190, grid.height
+    canvas = Image.new("RGB", (label_width + grid.times * size, len(fillers) * size), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (name, fill) in enumerate(fillers.items()):
+        frames = fill(grid)[v].clamp(0, 1).permute(0, 2, 3, 1).numpy()  # [T, H, W, 3]
+        strip = np.concatenate(list(frames), axis=1)
+        canvas.paste(
+            Image.fromarray((strip * 255).round().astype(np.uint8)), (label_width, i * size)
+        )
+        draw.text((4, i * size + size // 2 - 6), name, fill="black")
+    canvas.save(path)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def bundle(runs: Path, ablation: Path, train: list[str], evaluate: str,
+           window: list[int] | None, seconds: float) -> None:  # fmt: skip
+    """Copy the soft stage-2 model into the package with its record."""
+    from fourreal.diffusion.models.checkpoint import BUNDLED, load_generator, save_generator
+
+    model, config = load_generator(runs / "s2_soft/model.safetensors")
+    use = tuple(window) if window else tuple(config["window"])
+    save_generator(model, BUNDLED / "tiny.safetensors", use, (64, 64))  # type: ignore[arg-type]
+    result = json.loads(ablation.read_text())
+    summaries = {
+        p.parent.name: json.loads(p.read_text()) for p in sorted(runs.glob("*/train.json"))
+    }
+    record = {
+        "what": "the bundled tiny generator: soft sync, trained in three stages on this 2-core "
+        "CPU; rerun with `python bench/generator.py` (the commands below, in order)",
+        "label": LABEL,
+        "window": list(use),
+        "resolution": [64, 64],
+        "data_seed": 0,
+        "held_out_data_seed": result["held_out"]["data_seed"],
+        "commands": train,
+        "evaluation": evaluate,
+        "training": {
+            run: {k: v for k, v in s.items() if k != "rank_weight_digests"}
+            for run, s in summaries.items()
+        },
+        "held_out": {k: result[k] for k in ("held_out", "sampling", "rows")},
+        "seconds": round(seconds, 1),
+    }
+    (BUNDLED / "tiny.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"bundled {BUNDLED / 'tiny.safetensors'} and tiny.json", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
