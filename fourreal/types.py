@@ -77,6 +77,14 @@ class Cameras:
         return torch.linalg.inv(self.T_world_cam)
 
 
+def row_and_column(views: int, times: int) -> Bool[Tensor, "V T"]:
+    """The known frames of the generation task: row 0 (fixed view) and column 0 (freeze time)."""
+    known = torch.zeros(views, times, dtype=torch.bool)
+    known[0, :] = True
+    known[:, 0] = True
+    return known
+
+
 @dataclass
 class Grid:
     """A 4D video: ``frames[v, t]`` with view ``v`` and time ``t`` (design.md §3).

@@ -33,6 +33,7 @@ from fourreal.diffusion.models import CONFIGS, TwoStreamDiT, VideoDiT
 from fourreal.diffusion.models.dit import count_parameters
 from fourreal.diffusion.pipelines.grid import Precision, use_bf16
 from fourreal.io.atomic import write_json
+from fourreal.types import row_and_column
 
 GRID = (8, 8)
 FRAME = 32
@@ -86,9 +87,7 @@ def _inputs(seed: int = 0, device: str = "cpu"):
     V, T = GRID
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(1, V, T, 3, FRAME, FRAME, generator=g)
-    known = torch.zeros(1, V, T, dtype=torch.bool)
-    known[:, 0] = True
-    known[:, :, 0] = True
+    known = row_and_column(V, T)[None]
     return x.to(device), torch.rand(1, generator=g).to(device), known.to(device)
 
 

@@ -32,7 +32,7 @@ from torch import Tensor
 from fourreal.diffusion.data import DataConfig, sample_seed, synthetic_grid
 from fourreal.diffusion.models.sync import SYNC_KINDS
 from fourreal.errors import FourrealError
-from fourreal.types import Grid
+from fourreal.types import Grid, row_and_column
 
 HELD_OUT_SEED = 7_340_033
 """The data seed of the held-out grids (training streams use ``--data-seed``, 0 by default)."""
@@ -60,10 +60,7 @@ def held_out_grids(spec: HeldOut = HeldOut()) -> list[Grid]:
     grids = []
     for i in range(spec.first, spec.first + spec.count):
         grid = synthetic_grid(config, sample_seed(HELD_OUT_SEED, i, 7), spec.views, spec.times)
-        known = torch.zeros(spec.views, spec.times, dtype=torch.bool)
-        known[0, :] = True
-        known[:, 0] = True
-        grid.known = known
+        grid.known = row_and_column(spec.views, spec.times)
         grids.append(grid)
     return grids
 

@@ -13,6 +13,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from fourreal.diffusion.schedulers import RectifiedFlow
+from fourreal.types import row_and_column
 
 
 def random_known(
@@ -30,10 +31,7 @@ def random_known(
     known = torch.rand(batch, views, times, generator=generator) < p
     frames = max(views, times)
     if views > 1 and times > 1:
-        task = torch.zeros(views, times, dtype=torch.bool)
-        task[0, :] = True
-        task[:, 0] = True
-        known[u < 0.5] = task
+        known[u < 0.5] = row_and_column(views, times)
     else:
         prefix = torch.randint(0, frames, (batch,), generator=generator)
         seq = torch.arange(frames)[None] < prefix[:, None]  # [B, F]

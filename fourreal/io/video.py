@@ -29,7 +29,7 @@ from torch import Tensor
 from fourreal.errors import ShapeError, VideoError
 from fourreal.io.atomic import atomic_file
 from fourreal.io.grid import to_uint8
-from fourreal.types import Grid, check_shape
+from fourreal.types import Grid, check_shape, row_and_column
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 VIDEO_SUFFIXES = frozenset(
@@ -339,12 +339,9 @@ def grid_from_videos(
     frames = torch.zeros(views, times, 3, *size, dtype=torch.float32)
     frames[0] = fixed
     frames[1:, 0] = freeze[1:]
-    known = torch.zeros(views, times, dtype=torch.bool)
-    known[0, :] = True
-    known[:, 0] = True
     return Grid(
         frames=frames,
-        known=known,
+        known=row_and_column(views, times),
         fps=_grid_fps(fps, fixed_view),
         source={
             "kind": "videos",
