@@ -16,21 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import time
 from pathlib import Path
 
 import torch
 
+from fourreal.diffusion.evaluate import psnr
 from fourreal.diffusion.warp import warp_fill
 from fourreal.io.atomic import write_json
 from fourreal.recon.render.benchmark import machine
 from fourreal.synth import SCENES, synth_grid
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return 10 * math.log10(1 / max(float((a.double() - b.double()).pow(2).mean()), 1e-20))
 
 
 def mean_psnr(estimate: torch.Tensor, truth: torch.Tensor) -> float:

@@ -105,16 +105,9 @@ def samples_figure(runs: Path, window: list[int] | None, steps: int, path: Path)
 
     grid = ev.held_out_grids(ev.HeldOut(count=1))[0]
     use = tuple(window) if window else None
-    fillers = {
-        "ground truth": lambda g: g.frames,
-        "copy row": ev.copy_row,
-        "copy column": ev.copy_column,
-        "warp": ev.warp,
-        "untrained": ev.untrained_filler(runs / "s0/model.safetensors", steps, 0, use)[0],
-    }
-    for spec in variants(runs):
-        label, checkpoint, sync = ev.parse_model(spec)
-        fillers[label] = ev.checkpoint_filler(checkpoint, sync, steps, 0, use)[0]  # type: ignore[arg-type]
+    specs = [ev.parse_model(spec) for spec in variants(runs)]
+    methods = ev.build_methods(specs, steps, 0, use)  # type: ignore[arg-type]
+    fillers = {"ground truth": lambda g: g.frames} | {k: f for k, (f, _) in methods.items()}
     v, label_width, size = grid.views - 1, 190, grid.height
     canvas = Image.new("RGB", (label_width + grid.times * size, len(fillers) * size), "white")
     draw = ImageDraw.Draw(canvas)

@@ -458,14 +458,7 @@ def eval_generate(
         if models
         else [("tiny (bundled)", bundled_checkpoint(), None)]
     )
-    methods: dict[str, tuple[ev.Filler, dict]] = {}
-    if baselines:
-        methods["copy row"] = (ev.copy_row, {})
-        methods["copy column"] = (ev.copy_column, {})
-        methods["warp"] = (ev.warp, {})
-        methods["untrained"] = ev.untrained_filler(specs[0][1], steps, seed, window)
-    for label, path, sync in specs:
-        methods[label] = ev.checkpoint_filler(path, sync, steps, seed, window)
+    methods = ev.build_methods(specs, steps, seed, window, baselines)
     spec = ev.HeldOut(count=grids, first=first)
     held_out = ev.held_out_grids(spec)
     start = time.perf_counter()

@@ -182,8 +182,7 @@ def model_filler(model: torch.nn.Module, window: tuple[int, int], steps: int, se
 
     def fill(grid: Grid) -> Tensor:
         assert grid.known is not None
-        with torch.no_grad():
-            return pipe(grid.frames, grid.known, steps, "euler", seed, "fp32")
+        return pipe(grid.frames, grid.known, steps, "euler", seed, "fp32")
 
     return fill
 
@@ -227,6 +226,27 @@ def untrained_filler(like: Path, steps: int, seed: int, window: tuple[int, int] 
     info = {"architecture_of": str(like), "sync": "soft", "weights": "random (seed 0)",
             "window": list(use)}  # fmt: skip
     return model_filler(model, use, steps, seed), info  # type: ignore[arg-type]
+
+
+def build_methods(
+    specs: Sequence[tuple[str, Path, str | None]],
+    steps: int,
+    seed: int,
+    window: tuple[int, int] | None = None,
+    baselines: bool = True,
+) -> dict[str, tuple[Filler, dict[str, Any]]]:
+    """The methods to score, by label: the baselines (copy row, copy column, warp, and the
+    untrained architecture of the first checkpoint) when asked, then each ``(label,
+    checkpoint, sync)`` of ``specs``."""
+    methods: dict[str, tuple[Filler, dict[str, Any]]] = {}
+    if baselines:
+        methods["copy row"] = (copy_row, {})
+        methods["copy column"] = (copy_column, {})
+        methods["warp"] = (warp, {})
+        methods["untrained"] = untrained_filler(specs[0][1], steps, seed, window)
+    for label, path, sync in specs:
+        methods[label] = checkpoint_filler(path, sync, steps, seed, window)
+    return methods
 
 
 # ---------------------------------------------------------------------------- the table

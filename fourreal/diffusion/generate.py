@@ -111,8 +111,9 @@ def fill_grid(grid: Grid, options: GenerateOptions = GenerateOptions()) -> Grid:
         frames, info = _fill_warp(grid, options)
     elif options.method == "model":
         original = (grid.height, grid.width)
-        grid = _to_model_resolution(grid, model_checkpoint(options))
-        frames, info = _fill_model(grid, options)
+        checkpoint = model_checkpoint(options)
+        grid = _to_model_resolution(grid, checkpoint)
+        frames, info = _fill_model(grid, options, checkpoint)
         if (grid.height, grid.width) != original:
             info["resized_from"] = list(original)
     else:
@@ -171,14 +172,15 @@ def _to_model_resolution(grid: Grid, checkpoint: Path) -> Grid:
                         depth=None, gt={})  # fmt: skip
 
 
-def _fill_model(grid: Grid, options: GenerateOptions) -> tuple[torch.Tensor, dict]:
+def _fill_model(
+    grid: Grid, options: GenerateOptions, checkpoint: Path
+) -> tuple[torch.Tensor, dict]:
     from fourreal.diffusion.models.checkpoint import load_generator
     from fourreal.diffusion.pipelines import GridPipeline
     from fourreal.diffusion.pipelines.grid import use_bf16
 
     if options.steps < 1:
         raise FourrealError(f"--steps must be at least 1, got {options.steps}")
-    checkpoint = model_checkpoint(options)
     model, config = load_generator(checkpoint, options.sync)
     device = options.device
     if device == "auto":
