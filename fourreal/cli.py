@@ -415,7 +415,8 @@ def eval_generate(
     baselines: bool = True,
     grids: int = 6,
     first: int = 0,
-    steps: int = 20,
+    steps: int | None = None,
+    samples: int | None = None,
     seed: int = 0,
     window: tuple[int, int] | None = None,
     output: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path(
@@ -433,14 +434,17 @@ def eval_generate(
     Models sample with Euler in fp32, so a checkpoint gives the same figures on every run.
 
     Args:
-        models: Checkpoints to score, as LABEL=PATH.safetensors[@SYNC] (SYNC overrides the
-            checkpoint's sync: average and weighted are the training-free Eq. 12/13 and run
-            any checkpoint's blocks). Default: the bundled tiny checkpoint.
+        models: Checkpoints to score, as LABEL=PATH.safetensors[@SYNC][,steps=N][,samples=K]
+            (SYNC overrides the checkpoint's sync: average and weighted are the training-free
+            Eq. 12/13 and run any checkpoint's blocks; steps and samples override --steps and
+            --samples for that model). Default: the bundled tiny checkpoint.
         baselines: Also score copy-row, copy-column, the warp method and the untrained model
             (the first checkpoint's architecture with random weights).
         grids: Number of held-out grids.
         first: Index of the first held-out grid (grid i is the same whatever --grids is).
-        steps: Sampling steps of the models.
+        steps: Sampling steps of the models (default: what each checkpoint records, else 20).
+        samples: Samples averaged per grid, the posterior-mean estimate (default: what each
+            checkpoint records, else 1: one sample).
         seed: Seed of the sampling noise.
         window: Sliding window (views, times) for every model (default: each checkpoint's
             training grid size).
@@ -452,13 +456,13 @@ def eval_generate(
     from fourreal.io.atomic import write_json
     from fourreal.recon.render.benchmark import machine
 
-    _check_sizes(grids=grids, steps=steps)
+    _check_sizes(grids=grids, steps=steps, samples=samples)
     specs = (
         [ev.parse_model(m) for m in models]
         if models
-        else [("tiny (bundled)", bundled_checkpoint(), None)]
+        else [ev.ModelSpec("tiny (bundled)", bundled_checkpoint())]
     )
-    methods = ev.build_methods(specs, steps, seed, window, baselines)
+    methods = ev.build_methods(specs, steps, seed, window, baselines, samples)
     spec = ev.HeldOut(count=grids, first=first)
     held_out = ev.held_out_grids(spec)
     start = time.perf_counter()
@@ -468,7 +472,15 @@ def eval_generate(
         "PSNR/SSIM of the generated frames vs ground truth, reprojection error (8-bit levels) "
         "between neighbouring views with ground-truth depth and cameras",
         "held_out": dataclasses.asdict(spec) | {"data_seed": ev.HELD_OUT_SEED},
-        "sampling": {"solver": "euler", "steps": steps, "seed": seed, "precision": "fp32"},
+        "sampling": {
+            "solver": "euler",
+            "steps": steps,
+            "samples": samples,
+            "seed": seed,
+            "precision": "fp32",
+            "note": "per model in rows[].info; null steps or "
+            "samples: each checkpoint's recorded sampling",
+        },
         "rows": rows,
         "seconds": round(time.perf_counter() - start, 1),
         "machine": machine(),
@@ -545,7 +557,8 @@ def generate(
     method: Literal["warp", "model"] = "warp",
     checkpoint: Path | None = None,
     sync: Literal["soft", "hard", "average", "weighted", "sequential"] | None = None,
-    steps: int = 20,
+    steps: int | None = None,
+    samples: int | None = None,
     solver: Literal["euler", "heun"] = "euler",
     seed: int = 0,
     height: int | None = None,
@@ -578,7 +591,12 @@ def generate(
             bundled tiny one; frames are resized to the resolution a checkpoint records).
         sync: Override the checkpoint's sync layer (model): soft/hard need trained weights;
             average, weighted and sequential are training-free.
-        steps: Sampling steps (model).
+        steps: Sampling steps (model; default: what the checkpoint records, for the bundled
+            one 2, else 20).
+        samples: Draw this many samples and write their mean (model): closer to the truth
+            on average and more consistent across views, smoother than one sample; costs
+            samples x steps model calls (default: what the checkpoint records, for the bundled
+            one 8, else 1).
         solver: euler (one model call per step) or heun (two).
         seed: Seed of the sampling noise (model).
         height: Resize the videos to this height (one of height/width keeps the aspect ratio).
@@ -598,7 +616,7 @@ def generate(
     )
     from fourreal.io import save_grid, write_previews
 
-    _check_sizes(steps=steps)
+    _check_sizes(steps=steps, samples=samples)
     check_output(output, fixed_view, freeze_time, grid)
     if method == "model" and checkpoint is None:
         from fourreal.diffusion.models.checkpoint import bundled_note
@@ -608,8 +626,9 @@ def generate(
             print(f"fourreal: note: {note}", file=sys.stderr)
     loaded = grid_from_inputs(fixed_view, freeze_time, grid, height, width, max_frames)
     options = GenerateOptions(
-        method, checkpoint, sync, steps, solver, seed, precision, device, not quiet
-    )
+        method=method, checkpoint=checkpoint, sync=sync, steps=steps, solver=solver, seed=seed,
+        samples=samples, precision=precision, device=device, progress=not quiet,
+    )  # fmt: skip
     filled = fill_grid(loaded, options)
     save_grid(filled, output)
     if previews:
@@ -642,6 +661,10 @@ def train(
     data_seed: int = 0,
     batch_size: int = 2,
     steps: int = 1000,
+    max_minutes: float | None = None,
+    train_all: bool = False,
+    workers: int = 0,
+    reuse: int = 1,
     lr: float = 2e-4,
     weight_decay: float = 0.01,
     warmup: int = 50,
@@ -685,6 +708,16 @@ def train(
         data_seed: Seed of the data stream, masks and noise.
         batch_size: Grids per step and process.
         steps: Total optimizer steps of this stage (a resumed run continues to it).
+        max_minutes: Stop after this many minutes of training, saving as at the end (resume
+            with --resume to go on to --steps).
+        train_all: Train every weight whatever the stage (e.g. stage 2 fine-tunes the whole
+            model on multi-view grids instead of only the sync layers; at small scale this
+            helps most).
+        workers: Processes that render training samples ahead of the loop (0: render in the
+            loop). Batches are the same for any number of workers.
+        reuse: Each sample serves about this many steps (with new masks and noise each
+            time): only batch-size/reuse fresh samples per step, the rest drawn from the
+            last 4*reuse batches. Use it when the accelerator is faster than the renderer.
         lr: AdamW learning rate (after a linear warm-up).
         weight_decay: AdamW weight decay.
         warmup: Warm-up steps.
@@ -700,7 +733,11 @@ def train(
     from fourreal.diffusion.train import TrainConfig
     from fourreal.diffusion.train import train as run_training
 
-    _check_sizes(steps=steps, batch_size=batch_size, save_every=save_every)
+    _check_sizes(steps=steps, batch_size=batch_size, save_every=save_every, reuse=reuse)
+    if workers < 0:
+        raise FourrealError(f"--workers must be >= 0, got {workers}")
+    if max_minutes is not None and not max_minutes > 0:
+        raise FourrealError(f"--max-minutes must be > 0, got {max_minutes}")
     if not 0 <= asset_share <= 1:
         raise FourrealError(f"--asset-share must be in [0, 1], got {asset_share}")
     if assets and stage != 2:
@@ -715,7 +752,8 @@ def train(
     config = TrainConfig(
         output=output, stage=stage, model=model, width=dit_width, depth=dit_depth,
         heads=dit_heads, patch=dit_patch, sync=sync, init=init, data=data,
-        batch_size=batch_size, steps=steps, lr=lr, weight_decay=weight_decay, warmup=warmup,
+        batch_size=batch_size, steps=steps, train_all=train_all, reuse=reuse, workers=workers,
+        max_minutes=max_minutes, lr=lr, weight_decay=weight_decay, warmup=warmup,
         ema_decay=ema_decay, precision=precision, grad_checkpoint=grad_checkpoint,
         device=device, save_every=save_every, resume=resume, progress=not quiet,
     )  # fmt: skip
@@ -813,9 +851,10 @@ def bench(
     bench_render(tuple(counts), tuple(parsed), tuple(backends) or None, repeats, output, quiet)
 
 
-def _check_sizes(**sizes: int) -> None:
+def _check_sizes(**sizes: int | None) -> None:
+    """Counts given as options must be at least 1 (None: not given, a default applies)."""
     for name, value in sizes.items():
-        if value < 1:
+        if value is not None and value < 1:
             raise FourrealError(f"--{name} must be at least 1, got {value}")
     if {"views", "times", "height", "width"} <= set(sizes):
         from fourreal.memory import check_fits

@@ -22,13 +22,13 @@ from fourreal.io import load_grid, save_grid, write_video
 from fourreal.synth import synth_grid
 
 
-def random_checkpoint(path, config=CONFIGS["tiny"], sync="soft"):
+def random_checkpoint(path, config=CONFIGS["tiny"], sync="soft", sampling=None):
     torch.manual_seed(0)
     model = TwoStreamDiT(VideoDiT(config), sync)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
-    return save_generator(model, path, window=(4, 4)), model
+    return save_generator(model, path, window=(4, 4), sampling=sampling), model
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,25 @@ def test_model_fills_a_partial_grid_and_keeps_its_known_frames(tmp_path, small_g
         "weighted", "heun", "fp32", "cpu",
     )  # fmt: skip
     assert not (out / "previews").exists()
+
+
+def test_model_samples_as_its_checkpoint_records_unless_told(tmp_path, small_grid):
+    """A checkpoint's recorded sampling (steps, samples) is the default; options override it."""
+    config = DiTConfig(width=24, depth=1, heads=2, patch=4)
+    sampling = {"steps": 1, "samples": 3}
+    checkpoint, _ = random_checkpoint(tmp_path / "m.safetensors", config, sampling=sampling)
+    known = torch.zeros(small_grid.views, small_grid.times, dtype=torch.bool)
+    known[0], known[:, 0] = True, True
+    save_grid(small_grid.replace(known=known, depth=None, gt={}), tmp_path / "partial")
+    for extra, want in (([], (1, 3)), (["--steps", "2", "--samples", "1"], (2, 1))):
+        out = tmp_path / f"out{len(extra)}"
+        main(["generate", "--grid", str(tmp_path / "partial"), "--method", "model",
+              "--checkpoint", str(checkpoint), "-o", str(out), "--quiet", "--no-previews",
+              *extra])  # fmt: skip
+        info = load_grid(out).source["generate"]
+        assert (info["steps"], info["samples"]) == want
+    with pytest.raises(FourrealError, match="sampling"):
+        random_checkpoint(tmp_path / "bad.safetensors", config, sampling={"steps": 0})
 
 
 def test_output_must_not_replace_the_input(tmp_path, small_grid, capsys):

@@ -4,6 +4,7 @@ reproducing the held-out figures recorded beside it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,8 +43,15 @@ def test_scores_rank_the_truth_above_the_copy_baselines(grid):
 
 
 def test_model_specs_are_checked():
-    assert ev.parse_model("a=x.safetensors@average")[2] == "average"
-    for bad in ("x.safetensors", "a=x.safetensors@nope", "=x"):
+    assert ev.parse_model("a=x.safetensors@average").sync == "average"
+    spec = ev.parse_model("b=dir/x.safetensors,steps=2,samples=8")
+    assert (spec.path, spec.sync, spec.steps, spec.samples) == (
+        Path("dir/x.safetensors"),
+        None,
+        2,
+        8,
+    )
+    for bad in ("x.safetensors", "a=x.safetensors@nope", "=x", "a=x,steps=0", "a=x,seed=3"):
         with pytest.raises(FourrealError, match="--models"):
             ev.parse_model(bad)
 
@@ -76,7 +84,11 @@ def test_bundled_checkpoint_is_small_and_recorded():
     assert path.stat().st_size <= 25 * 2**20
     assert record["commands"] and record["held_out"]["rows"]
     assert record["held_out"]["held_out"]["data_seed"] == ev.HELD_OUT_SEED
-    assert all("--data-seed 0" in command for command in record["commands"])
+    # the CPU stages name their data seed; the GPU fine-tune's script fixes it
+    gpu_script = Path(__file__).parents[1] / "bench" / "generator_gpu.sh"
+    assert "--data-seed 0" in gpu_script.read_text()
+    assert all("--data-seed 0" in c or "generator_gpu.sh" in c for c in record["commands"])
+    assert record["sampling"] == {"steps": 2, "samples": 8}
 
 
 def test_bundled_checkpoint_reproduces_its_recorded_held_out_figures():
@@ -84,8 +96,9 @@ def test_bundled_checkpoint_reproduces_its_recorded_held_out_figures():
     record = json.loads((BUNDLED / "tiny.json").read_text())
     held = record["held_out"]
     row = next(r for r in held["rows"] if r["method"] == record["label"])
-    fill, _ = ev.checkpoint_filler(bundled_checkpoint(), None, held["sampling"]["steps"],
-                                   held["sampling"]["seed"])  # fmt: skip
+    info = row["info"]
+    fill, _ = ev.checkpoint_filler(bundled_checkpoint(), None, info["steps"],
+                                   held["sampling"]["seed"], samples=info["samples"])  # fmt: skip
     spec = {k: v for k, v in held["held_out"].items() if k != "data_seed"}
     grid = ev.held_out_grids(ev.HeldOut(**(spec | {"count": 1})))[0]
     got = ev.score(fill(grid), grid)

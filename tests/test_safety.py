@@ -157,3 +157,19 @@ def test_jobs_too_large_for_memory_fail_before_allocating(capsys):
               "--height", "8192", "--width", "8192"])  # fmt: skip
     err = capsys.readouterr().err
     assert "fourreal: error:" in err and "--height/--width" in err
+
+
+def test_atomic_outputs_get_the_usual_file_mode(tmp_path):
+    """Outputs are not left private (mkstemp's 0600), also when the writer re-creates the file
+    (safetensors does)."""
+    from fourreal.diffusion.models import DiTConfig, TwoStreamDiT, VideoDiT, save_generator
+    from fourreal.io.atomic import write_json
+
+    mask = os.umask(0o022)
+    try:
+        model = TwoStreamDiT(VideoDiT(DiTConfig(width=16, depth=1, heads=2, patch=4)), "soft")
+        for path in (save_generator(model, tmp_path / "m.safetensors"),
+                     write_json(tmp_path / "x.json", {})):  # fmt: skip
+            assert path.stat().st_mode & 0o777 == 0o644, path
+    finally:
+        os.umask(mask)

@@ -49,6 +49,26 @@ def test_data_is_deterministic_by_seed_with_the_documented_shapes():
     assert not torch.equal(next(batches("pseudo4d", DATA, 2, rank=1, world_size=2)), first[0])
 
 
+def test_workers_give_the_same_batches_and_reuse_stays_resumable():
+    serial = [x for _, x in zip(range(3), batches("multiview", DATA, 2), strict=False)]
+    stream = batches("multiview", DATA, 2, workers=2)
+    parallel = [x for _, x in zip(range(3), stream, strict=False)]
+    stream.close()  # stops the worker processes
+    assert all(torch.equal(a, b) for a, b in zip(serial, parallel, strict=True))
+    # reuse 2: one fresh sample per batch of 2, the other drawn from earlier batches' samples
+    reused = [x for _, x in zip(range(5), batches("pseudo4d", DATA, 2, reuse=2), strict=False)]
+    fresh = [make_sample("pseudo4d", DATA, i) for i in range(5)]
+    assert all(torch.equal(b[0], fresh[k]) for k, b in enumerate(reused))
+    assert all(any(torch.equal(b[1], f) for f in fresh[: k + 1]) for k, b in enumerate(reused))
+    assert any(not torch.equal(b[1], b[0]) for b in reused)  # not only the fresh one twice
+    # a run resumed at step 3 sees the same batch 3 and 4 (the pool is replayed)
+    again = [x for _, x in zip(range(2), batches("pseudo4d", DATA, 2, 3, reuse=2), strict=False)]
+    assert torch.equal(again[0], reused[3]) and torch.equal(again[1], reused[4])
+    # single videos keep one shape per batch
+    shapes = {b.shape for _, b in zip(range(4), batches("videos", DATA, 3, reuse=3), strict=False)}
+    assert shapes == {(3, 1, 3, 3, 16, 16), (3, 2, 1, 3, 16, 16)}
+
+
 def test_multiview_grids_from_an_animated_asset():
     pytest.importorskip("panda3d")
     config = DataConfig(views=3, times=3, height=16, width=16, seed=1, assets=("panda",),
@@ -130,6 +150,21 @@ def test_stages_chain_and_stage_2_trains_only_the_sync_layers(tmp_path):
     assert changed and all(not k.startswith("stack.") for k in changed)
     _, config = load_generator(tmp_path / "s2" / "model.safetensors")  # generate can load it
     assert config["sync"] == "soft"
+
+
+def test_train_all_and_a_time_budget(tmp_path):
+    train(tiny(tmp_path / "s0", stage=0, steps=1))
+    summary = train(tiny(tmp_path / "s2", stage=2, steps=50, train_all=True, max_minutes=1e-6,
+                         init=tmp_path / "s0" / "model.safetensors"))  # fmt: skip
+    assert summary["steps"] == 1  # the budget ran out after the first step; saved there
+    assert load_state(tmp_path / "s2" / "state.safetensors").step == 1
+    assert "stopped by --max-minutes at step 1 of 50" in (tmp_path / "s2" / "train.log").read_text()
+    before = load_state(tmp_path / "s0" / "state.safetensors").ema
+    after = load_state(tmp_path / "s2" / "state.safetensors").model
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert any(k.startswith("stack.") for k in changed)  # --train-all moved the block stack too
+    resumed = train(tiny(tmp_path / "s2", stage=2, steps=3, train_all=True, resume=True))
+    assert resumed["resumed_from"] == 1 and resumed["steps"] == 3
 
 
 def test_bad_checkpoints_give_a_clear_error(tmp_path):

@@ -17,10 +17,12 @@ Frames are float in [0, 1]; row ``v = 0`` is the untransformed video (the identi
 
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -263,18 +265,81 @@ def batches(
     start: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    *,
+    reuse: int = 1,
+    workers: int = 0,
 ) -> Iterator[Tensor]:
     """Batches ``[B, V, T, 3, H, W]`` from batch number ``start`` on. Rank ``r`` of ``world_size``
-    takes its own samples; batch ``k`` is the same whatever ``start`` was (resumable)."""
+    takes its own samples; batch ``k`` is the same whatever ``start`` was (resumable), and the
+    same whatever ``workers`` is.
+
+    ``reuse`` > 1 makes only ``ceil(B / reuse)`` fresh samples per batch and fills the rest with
+    samples drawn (by seed) from the fresh samples of the last ``4·reuse`` batches, so each sample
+    serves about ``reuse`` steps (each time with new masks and noise): a fast accelerator need not
+    wait for the renderer. ``workers`` > 0 makes the samples in that many processes, in order
+    and ahead of use."""
+    if reuse < 1 or workers < 0:
+        raise FourrealError(f"reuse must be >= 1 and workers >= 0, got {reuse} and {workers}")
+    fresh = -(-batch_size // reuse)
+    keep = 4 * reuse if reuse > 1 else 0  # batches whose fresh samples stay in the pool
     files = list_videos(Path(config.videos)) if config.videos else None
-    step = start
-    while True:
+
+    def indices(step: int) -> list[int]:
         # in "videos", all samples of one global batch share the step's parity (one shape)
-        base = (step * world_size + rank) * batch_size
-        indices = [2 * (base + i) + step % 2 if kind == "videos" else base + i
-                   for i in range(batch_size)]  # fmt: skip
-        yield torch.stack([make_sample(kind, config, i, files) for i in indices])
-        step += 1
+        base = (step * world_size + rank) * fresh
+        return [2 * (base + i) + step % 2 if kind == "videos" else base + i for i in range(fresh)]
+
+    first = max(0, start - keep)  # replay the pool a resumed run would hold at ``start``
+    made = _make_in_order(kind, config, files, indices, first, workers)
+    pool: dict[int, list[Tensor]] = {}  # step -> its fresh samples
+    try:
+        for step in range(first, start):
+            pool[step] = next(made)
+        step = start
+        while True:
+            pool[step] = next(made)
+            pool.pop(step - keep - 1, None)
+            samples = list(pool[step])
+            if reuse > 1:  # the rest from earlier batches of the same shape (parity)
+                older = [x for k, xs in sorted(pool.items()) if k % 2 == step % 2 or
+                         kind != "videos" for x in xs]  # fmt: skip
+                g = torch.Generator().manual_seed(sample_seed(config.seed, step, 2000 + rank))
+                picks = torch.randint(len(older), (batch_size - fresh,), generator=g)
+                samples += [older[int(i)] for i in picks]
+            yield torch.stack(samples[:batch_size])
+            step += 1
+    finally:
+        made.close()
+
+
+def _make_in_order(
+    kind: Kind,
+    config: DataConfig,
+    files: list[Path] | None,
+    indices: Callable[[int], list[int]],
+    start: int,
+    workers: int,
+) -> Iterator[list[Tensor]]:
+    """The samples of ``indices(step)`` for step = start, start + 1, …: made here, or by
+    ``workers`` processes that keep about ``2·workers`` samples made ahead."""
+    if workers == 0:
+        for step in itertools.count(start):
+            yield [make_sample(kind, config, i, files) for i in indices(step)]
+    import multiprocessing as mp
+
+    # spawn: the parent may hold CUDA, which forked children must not inherit
+    pool = mp.get_context("spawn").Pool(workers, initializer=torch.set_num_threads, initargs=(1,))
+    try:
+        pending: collections.deque = collections.deque()
+        steps = itertools.count(start)
+        while True:
+            while sum(len(p) for p in pending) < 2 * workers or not pending:
+                jobs = [(kind, config, i, files) for i in indices(next(steps))]
+                pending.append([pool.apply_async(make_sample, job) for job in jobs])
+            yield [job.get() for job in pending.popleft()]
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def check_sizes(config: DataConfig, multiple: int) -> None:

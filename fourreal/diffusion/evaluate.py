@@ -171,10 +171,11 @@ def warp(grid: Grid) -> Tensor:
     return warp_fill(grid.frames[0], grid.frames[:, 0], K)[0]
 
 
-def model_filler(model: torch.nn.Module, window: tuple[int, int], steps: int, seed: int
-                 ) -> Filler:  # fmt: skip
+def model_filler(model: torch.nn.Module, window: tuple[int, int], steps: int, seed: int,
+                 samples: int = 1) -> Filler:  # fmt: skip
     """A filler that samples ``model`` (Euler, ``steps`` steps, noise seeded by ``seed``) over
-    the grid's unknown frames, in fp32 on the CPU (reproducible)."""
+    the grid's unknown frames, in fp32 on the CPU (reproducible); ``samples`` > 1 returns the
+    mean of that many samples (:class:`~fourreal.diffusion.pipelines.GridPipeline`)."""
     from fourreal.diffusion.pipelines import GridPipeline
 
     overlap = (window[0] // 2, window[1] // 2)
@@ -182,37 +183,72 @@ def model_filler(model: torch.nn.Module, window: tuple[int, int], steps: int, se
 
     def fill(grid: Grid) -> Tensor:
         assert grid.known is not None
-        return pipe(grid.frames, grid.known, steps, "euler", seed, "fp32")
+        return pipe(grid.frames, grid.known, steps, "euler", seed, "fp32", samples=samples)
 
     return fill
 
 
-def parse_model(spec: str) -> tuple[str, Path, str | None]:
-    """``LABEL=PATH[@SYNC]`` → (label, checkpoint, sync override)."""
+@dataclass(frozen=True)
+class ModelSpec:
+    """One ``--models`` entry: ``LABEL=PATH[@SYNC][,steps=N][,samples=K]``."""
+
+    label: str
+    path: Path
+    sync: str | None = None
+    """Overrides the checkpoint's sync (``average``/``weighted``: the training-free Eq. 12/13)."""
+    steps: int | None = None
+    """Sampling steps of this model (default: the run's ``--steps``)."""
+    samples: int | None = None
+    """Samples averaged per grid (default: the run's ``--samples``)."""
+
+
+def parse_model(spec: str) -> ModelSpec:
+    """Parse ``LABEL=PATH[@SYNC][,steps=N][,samples=K]``."""
+    form = "LABEL=CHECKPOINT[@SYNC][,steps=N][,samples=K]"
     label, sep, rest = spec.partition("=")
     if not sep or not label or not rest:
-        raise FourrealError(f"--models takes LABEL=CHECKPOINT[@SYNC] entries, got {spec!r}")
-    path, _, sync = rest.partition("@")
+        raise FourrealError(f"--models takes {form} entries, got {spec!r}")
+    where, *options = rest.split(",")
+    path, _, sync = where.partition("@")
     if sync and sync not in SYNC_KINDS:
         raise FourrealError(
             f"--models {spec!r}: unknown sync {sync!r}; choose one of {', '.join(SYNC_KINDS)}"
         )
-    return label, Path(path), sync or None
+    counts: dict[str, int] = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key not in ("steps", "samples") or not value.isdigit() or int(value) < 1:
+            raise FourrealError(
+                f"--models {spec!r}: {option!r} is not steps=N or samples=K (N, K >= 1); "
+                f"entries read {form}"
+            )
+        counts[key] = int(value)
+    return ModelSpec(label, Path(path), sync or None, **counts)
 
 
 def checkpoint_filler(
-    path: Path, sync: str | None, steps: int, seed: int, window: tuple[int, int] | None = None
+    path: Path,
+    sync: str | None,
+    steps: int | None,
+    seed: int,
+    window: tuple[int, int] | None = None,
+    samples: int | None = None,
 ) -> tuple[Filler, dict[str, Any]]:
-    from fourreal.diffusion.models.checkpoint import load_generator
+    """A checkpoint's filler; ``steps``/``samples`` None: what the checkpoint records."""
+    from fourreal.diffusion.models.checkpoint import default_sampling, load_generator
 
     model, config = load_generator(path, sync)  # type: ignore[arg-type]
+    recommended = default_sampling(config)
+    steps, samples = steps or recommended[0], samples or recommended[1]
     use = window or tuple(config.get("window", (8, 8)))
-    info = {"checkpoint": str(path), "sync": model.sync, "window": list(use)}
-    return model_filler(model, use, steps, seed), info  # type: ignore[arg-type]
+    info = {"checkpoint": str(path), "sync": model.sync, "window": list(use), "steps": steps,
+            "samples": samples}  # fmt: skip
+    return model_filler(model, use, steps, seed, samples), info  # type: ignore[arg-type]
 
 
-def untrained_filler(like: Path, steps: int, seed: int, window: tuple[int, int] | None = None
-                     ) -> tuple[Filler, dict[str, Any]]:  # fmt: skip
+def untrained_filler(
+    like: Path, steps: int | None, seed: int, window: tuple[int, int] | None = None
+) -> tuple[Filler, dict[str, Any]]:
     """The architecture of checkpoint ``like`` (soft sync) with fresh random weights (seed 0):
     what training starts from."""
     from fourreal.diffusion.models import DiTConfig, TwoStreamDiT, VideoDiT
@@ -225,27 +261,33 @@ def untrained_filler(like: Path, steps: int, seed: int, window: tuple[int, int] 
     use = window or tuple(config.get("window", (8, 8)))
     info = {"architecture_of": str(like), "sync": "soft", "weights": "random (seed 0)",
             "window": list(use)}  # fmt: skip
+    steps = steps or 20
+    info["steps"], info["samples"] = steps, 1
     return model_filler(model, use, steps, seed), info  # type: ignore[arg-type]
 
 
 def build_methods(
-    specs: Sequence[tuple[str, Path, str | None]],
-    steps: int,
+    specs: Sequence[ModelSpec],
+    steps: int | None,
     seed: int,
     window: tuple[int, int] | None = None,
     baselines: bool = True,
+    samples: int | None = None,
 ) -> dict[str, tuple[Filler, dict[str, Any]]]:
     """The methods to score, by label: the baselines (copy row, copy column, warp, and the
-    untrained architecture of the first checkpoint) when asked, then each ``(label,
-    checkpoint, sync)`` of ``specs``."""
+    untrained architecture of the first checkpoint) when asked, then each model of ``specs``
+    (sampled with its own steps and samples where it names them, else ``steps``/``samples``,
+    else what its checkpoint records)."""
     methods: dict[str, tuple[Filler, dict[str, Any]]] = {}
     if baselines:
         methods["copy row"] = (copy_row, {})
         methods["copy column"] = (copy_column, {})
         methods["warp"] = (warp, {})
-        methods["untrained"] = untrained_filler(specs[0][1], steps, seed, window)
-    for label, path, sync in specs:
-        methods[label] = checkpoint_filler(path, sync, steps, seed, window)
+        methods["untrained"] = untrained_filler(specs[0].path, steps, seed, window)
+    for spec in specs:
+        methods[spec.label] = checkpoint_filler(
+            spec.path, spec.sync, spec.steps or steps, seed, window, spec.samples or samples
+        )
     return methods
 
 
@@ -282,11 +324,12 @@ def evaluate(
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    lines = [f"{'method':<32} {'PSNR dB':>8} {'SSIM':>6} {'reproj.':>8} {'s/grid':>7}"]
+    width = max(32, *(len(row["method"]) for row in rows))
+    lines = [f"{'method':<{width}} {'PSNR dB':>8} {'SSIM':>6} {'reproj.':>8} {'s/grid':>7}"]
     for row in rows:
         if "psnr" not in row:
-            lines.append(f"{row['method']:<32} {'':>8} {'':>6} {row['reprojection']:>8.2f}")
+            lines.append(f"{row['method']:<{width}} {'':>8} {'':>6} {row['reprojection']:>8.2f}")
             continue
-        lines.append(f"{row['method']:<32} {row['psnr']:>8.2f} {row['ssim']:>6.3f} "
+        lines.append(f"{row['method']:<{width}} {row['psnr']:>8.2f} {row['ssim']:>6.3f} "
                      f"{row['reprojection']:>8.2f} {row['seconds_per_grid']:>7.1f}")  # fmt: skip
     return "\n".join(lines)

@@ -31,9 +31,13 @@ class GenerateOptions:
     method: Method = "warp"
     checkpoint: Path | None = None
     sync: SyncKind | None = None
-    steps: int = 20
+    steps: int | None = None
+    """Sampling steps (None: what the checkpoint records, else 20)."""
     solver: Solver = "euler"
     seed: int = 0
+    samples: int | None = None
+    """Samples averaged per frame, the posterior-mean estimate (see GridPipeline); None: what
+    the checkpoint records, else 1."""
     precision: Precision = "auto"
     device: str = "auto"
     progress: bool = True
@@ -175,13 +179,17 @@ def _to_model_resolution(grid: Grid, checkpoint: Path) -> Grid:
 def _fill_model(
     grid: Grid, options: GenerateOptions, checkpoint: Path
 ) -> tuple[torch.Tensor, dict]:
-    from fourreal.diffusion.models.checkpoint import load_generator
+    from fourreal.diffusion.models.checkpoint import default_sampling, load_generator
     from fourreal.diffusion.pipelines import GridPipeline
     from fourreal.diffusion.pipelines.grid import use_bf16
 
-    if options.steps < 1:
-        raise FourrealError(f"--steps must be at least 1, got {options.steps}")
+    for name, value in (("steps", options.steps), ("samples", options.samples)):
+        if value is not None and value < 1:
+            raise FourrealError(f"--{name} must be at least 1, got {value}")
     model, config = load_generator(checkpoint, options.sync)
+    recommended = default_sampling(config)
+    steps = options.steps or recommended[0]
+    samples = options.samples or recommended[1]
     device = options.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -194,14 +202,15 @@ def _fill_model(
     pipe = GridPipeline(model, window=window, overlap=overlap)
     precision = "bf16" if use_bf16(options.precision, torch.device(device)) else "fp32"
     frames = pipe(
-        grid.frames, grid.known, options.steps, options.solver, options.seed, precision,
-        options.progress,
+        grid.frames, grid.known, steps, options.solver, options.seed, precision,
+        options.progress, samples,
     )  # fmt: skip
     info = {
         "method": "model",
         "checkpoint": str(checkpoint.resolve()),
         "sync": model.sync,
-        "steps": options.steps,
+        "steps": steps,
+        "samples": samples,
         "solver": options.solver,
         "seed": options.seed,
         "precision": precision,

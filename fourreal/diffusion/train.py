@@ -58,6 +58,14 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     batch_size: int = 2
     steps: int = 1000
+    train_all: bool = False
+    """Train every weight whatever the stage (e.g. a stage-2 fine-tune of the whole model)."""
+    reuse: int = 1
+    """Each sample serves about this many steps (see :func:`~fourreal.diffusion.data.batches`)."""
+    workers: int = 0
+    """Processes that render samples ahead of the training loop (0: in the loop)."""
+    max_minutes: float | None = None
+    """Stop (and save) after this much training time, even before ``steps``."""
     lr: float = 2e-4
     weight_decay: float = 0.01
     warmup: int = 50
@@ -120,12 +128,14 @@ def setup_distributed(device: str) -> Dist:
     return Dist(rank, world_size, torch.device(f"cuda:{local}" if device == "cuda" else device))
 
 
-def trainable_parameters(model: TwoStreamDiT, stage: int) -> list[nn.Parameter]:
+def trainable_parameters(
+    model: TwoStreamDiT, stage: int, everything: bool = False
+) -> list[nn.Parameter]:
     """Stage 0 trains the block stack, stage 1 everything, stage 2 only the sync layers (and
-    their diffusion-time embedding); everything else is frozen."""
+    their diffusion-time embedding); everything else is frozen. ``everything`` trains all."""
     for name, param in model.named_parameters():
         in_stack = name.startswith("stack.")
-        param.requires_grad_({0: in_stack, 1: True, 2: not in_stack}[stage])
+        param.requires_grad_(everything or {0: in_stack, 1: True, 2: not in_stack}[stage])
     return [p for p in model.parameters() if p.requires_grad]
 
 
@@ -196,7 +206,7 @@ def _train(config: TrainConfig, dist: Dist) -> dict[str, Any]:
                             "choose another --output")  # fmt: skip
     model = build_model(config)
     check_sizes(config.data, model.stack.size_multiple)
-    params = trainable_parameters(model, config.stage)
+    params = trainable_parameters(model, config.stage, config.train_all)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start, losses = 0, []
@@ -227,7 +237,8 @@ def _train(config: TrainConfig, dist: Dist) -> dict[str, Any]:
                       f"{sum(p.numel() for p in params)} trainable parameters, "
                       f"{dist.world_size} process(es), {'bf16' if bf16 else 'fp32'}")  # fmt: skip
     eval_start = _eval_loss(model, held_out, bf16, dist.device)
-    stream = batches(kind, config.data, config.batch_size, start, dist.rank, dist.world_size)
+    stream = batches(kind, config.data, config.batch_size, start, dist.rank, dist.world_size,
+                     reuse=config.reuse, workers=config.workers)  # fmt: skip
 
     def checkpoint(step: int) -> None:
         if not dist.main:
@@ -241,37 +252,46 @@ def _train(config: TrainConfig, dist: Dist) -> dict[str, Any]:
         write_loss_png(run / "loss.png", losses)
 
     began = time.perf_counter()
+    budget = float("inf") if config.max_minutes is None else 60 * config.max_minutes
     show = config.progress and dist.main
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
                desc=f"stage {config.stage}", disable=not show)  # fmt: skip
-    for step in bar:
-        clean = next(stream).to(dist.device) * 2 - 1
-        g = torch.Generator().manual_seed(sample_seed(config.data.seed, step, 1000 + dist.rank))
-        known = random_known(clean.shape[0], clean.shape[1], clean.shape[2], g)
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup))
-        with _autocast(bf16, dist.device):
-            loss = masked_velocity_loss(net, clean, known, g)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
-        _ema_update(ema, model, config.ema_decay, step)
-        losses.append(_mean_over_ranks(loss.detach(), dist))
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        if (step + 1) % config.save_every == 0 and step + 1 < config.steps:
-            checkpoint(step + 1)
-            if dist.main:
-                log_line(run, f"step {step + 1} loss {losses[-1]:.5f} (saved)")
+    done = start
+    try:
+        for step in bar:
+            clean = next(stream).to(dist.device) * 2 - 1
+            g = torch.Generator().manual_seed(sample_seed(config.data.seed, step, 1000 + dist.rank))
+            known = random_known(clean.shape[0], clean.shape[1], clean.shape[2], g)
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup))
+            with _autocast(bf16, dist.device):
+                loss = masked_velocity_loss(net, clean, known, g)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            _ema_update(ema, model, config.ema_decay, step)
+            losses.append(_mean_over_ranks(loss.detach(), dist))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            done = step + 1
+            if done % config.save_every == 0 and done < config.steps:
+                checkpoint(done)
+                if dist.main:
+                    log_line(run, f"step {done} loss {losses[-1]:.5f} (saved)")
+            if _out_of_time(began, budget, dist):
+                break
+    finally:
+        bar.close()
+        stream.close()  # stops the data workers
     seconds = time.perf_counter() - began
     eval_end = _eval_loss(model, held_out, bf16, dist.device)
     digests = _gather_digests(model, dist)
     if len(set(digests)) > 1:
         raise FourrealError(f"DDP ranks diverged: weight digests {digests}")
-    checkpoint(config.steps)
+    checkpoint(done)
     summary = {
-        "stage": config.stage, "data": kind, "steps": config.steps, "resumed_from": start,
+        "stage": config.stage, "data": kind, "steps": done, "resumed_from": start,
         "seconds": round(seconds, 2), "world_size": dist.world_size,
         "precision": "bf16" if bf16 else "fp32",
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
@@ -279,9 +299,26 @@ def _train(config: TrainConfig, dist: Dist) -> dict[str, Any]:
         "rank_weight_digests": digests,
     }  # fmt: skip
     if dist.main:
-        log_line(run, f"done: held-out loss {eval_start:.5f} -> {eval_end:.5f} in {seconds:.1f} s")
+        stopped = ""
+        if done < config.steps:
+            stopped = f" (stopped by --max-minutes at step {done} of {config.steps})"
+        log_line(run, f"done: held-out loss {eval_start:.5f} -> {eval_end:.5f} in {seconds:.1f} s"
+                      f"{stopped}")  # fmt: skip
         write_json(run / "train.json", summary)
     return summary
+
+
+def _out_of_time(began: float, budget: float, dist: Dist) -> bool:
+    """Whether the time budget is spent (rank 0 decides, so all ranks stop at the same step)."""
+    if budget == float("inf"):
+        return False
+    over = torch.tensor([time.perf_counter() - began > budget], dtype=torch.int32)
+    if dist.world_size > 1:
+        import torch.distributed as td
+
+        over = over.to(dist.device)
+        td.broadcast(over, 0)
+    return bool(over.item())
 
 
 def _autocast(bf16: bool, device: torch.device) -> contextlib.AbstractContextManager:

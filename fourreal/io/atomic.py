@@ -41,8 +41,11 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp = Path(tmp_name)
             os.close(fd)
             # mkstemp makes the file private (0600); give it the mode a plain open() would
-            os.chmod(tmp, 0o666 & ~_umask())
+            mode = 0o666 & ~_umask()
+            os.chmod(tmp, mode)
         yield tmp
+        # again: writers that remove and re-create the file (safetensors) make it 0600 too
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if tmp is not None:

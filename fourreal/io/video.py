@@ -18,8 +18,8 @@ import warnings
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,9 @@ from torch import Tensor
 
 from fourreal.errors import ShapeError, VideoError
 from fourreal.io.atomic import atomic_file
+
+if TYPE_CHECKING:  # PyAV is imported where a video file is read or written
+    import av
 from fourreal.io.grid import to_uint8
 from fourreal.types import Grid, check_shape, row_and_column
 
@@ -79,6 +82,8 @@ def video_fps(path: str | os.PathLike[str]) -> float | None:
     path = Path(path)
     if not path.is_file():
         return None
+    import av
+
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -105,6 +110,8 @@ def _check_sampling(path: Path, max_frames: int | None, stride: int) -> None:
 
 
 def _read_video_file(path: Path, max_frames: int | None, stride: int) -> list[np.ndarray]:
+    import av
+
     arrays: list[np.ndarray] = []
     try:
         with av.open(str(path)) as container:
@@ -226,6 +233,8 @@ def write_video(frames: Tensor, path: str | os.PathLike[str], fps: float = DEFAU
         )
     height, width = frames.shape[-2:]
     even_height, even_width = height + height % 2, width + width % 2
+    import av
+
     with atomic_file(path) as tmp:
         try:
             with av.open(str(tmp), mode="w", format=muxer) as container:
