@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -53,7 +54,8 @@ def test_workers_give_the_same_batches_and_reuse_stays_resumable():
     serial = [x for _, x in zip(range(3), batches("multiview", DATA, 2), strict=False)]
     stream = batches("multiview", DATA, 2, workers=2)
     parallel = [x for _, x in zip(range(3), stream, strict=False)]
-    stream.close()  # stops the worker processes
+    stream.close()  # the workers finish their queued samples and exit
+    assert not multiprocessing.active_children()
     assert all(torch.equal(a, b) for a, b in zip(serial, parallel, strict=True))
     # reuse 2: one fresh sample per batch of 2, the other drawn from earlier batches' samples
     reused = [x for _, x in zip(range(5), batches("pseudo4d", DATA, 2, reuse=2), strict=False)]

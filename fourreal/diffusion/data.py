@@ -312,6 +312,14 @@ def batches(
         made.close()
 
 
+def _worker_init() -> None:
+    """A renderer process: one thread, and Ctrl-C left to the training process, which stops it."""
+    import signal
+
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _make_in_order(
     kind: Kind,
     config: DataConfig,
@@ -328,7 +336,7 @@ def _make_in_order(
     import multiprocessing as mp
 
     # spawn: the parent may hold CUDA, which forked children must not inherit
-    pool = mp.get_context("spawn").Pool(workers, initializer=torch.set_num_threads, initargs=(1,))
+    pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init)
     try:
         pending: collections.deque = collections.deque()
         steps = itertools.count(start)
@@ -338,7 +346,9 @@ def _make_in_order(
                 pending.append([pool.apply_async(make_sample, job) for job in jobs])
             yield [job.get() for job in pending.popleft()]
     finally:
-        pool.terminate()
+        # let the workers finish the few queued samples (about 2 each) and exit: terminate()
+        # would leave semaphores behind for the resource tracker to warn about
+        pool.close()
         pool.join()
 
 
