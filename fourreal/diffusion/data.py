@@ -306,7 +306,7 @@ def batches(
                 g = torch.Generator().manual_seed(sample_seed(config.seed, step, 2000 + rank))
                 picks = torch.randint(len(older), (batch_size - fresh,), generator=g)
                 samples += [older[int(i)] for i in picks]
-            yield torch.stack(samples[:batch_size])
+            yield torch.stack(samples)
             step += 1
     finally:
         made.close()

@@ -197,9 +197,9 @@ class ModelSpec:
     sync: str | None = None
     """Overrides the checkpoint's sync (``average``/``weighted``: the training-free Eq. 12/13)."""
     steps: int | None = None
-    """Sampling steps of this model (default: the run's ``--steps``)."""
+    """Sampling steps of this model (default: the run's ``--steps``, else the checkpoint's)."""
     samples: int | None = None
-    """Samples averaged per grid (default: the run's ``--samples``)."""
+    """Samples averaged per grid (default: the run's ``--samples``, else the checkpoint's)."""
 
 
 def parse_model(spec: str) -> ModelSpec:
@@ -238,8 +238,7 @@ def checkpoint_filler(
     from fourreal.diffusion.models.checkpoint import default_sampling, load_generator
 
     model, config = load_generator(path, sync)  # type: ignore[arg-type]
-    recommended = default_sampling(config)
-    steps, samples = steps or recommended[0], samples or recommended[1]
+    steps, samples = default_sampling(config, steps, samples)
     use = window or tuple(config.get("window", (8, 8)))
     info = {"checkpoint": str(path), "sync": model.sync, "window": list(use), "steps": steps,
             "samples": samples}  # fmt: skip
@@ -252,7 +251,7 @@ def untrained_filler(
     """The architecture of checkpoint ``like`` (soft sync) with fresh random weights (seed 0):
     what training starts from."""
     from fourreal.diffusion.models import DiTConfig, TwoStreamDiT, VideoDiT
-    from fourreal.diffusion.models.checkpoint import read_generator_config
+    from fourreal.diffusion.models.checkpoint import default_sampling, read_generator_config
 
     config = read_generator_config(like)
     with torch.random.fork_rng(devices=[]):
@@ -261,7 +260,7 @@ def untrained_filler(
     use = window or tuple(config.get("window", (8, 8)))
     info = {"architecture_of": str(like), "sync": "soft", "weights": "random (seed 0)",
             "window": list(use)}  # fmt: skip
-    steps = steps or 20
+    steps, _ = default_sampling({}, steps)  # one sample: random weights record no sampling
     info["steps"], info["samples"] = steps, 1
     return model_filler(model, use, steps, seed), info  # type: ignore[arg-type]
 

@@ -187,9 +187,7 @@ def _fill_model(
         if value is not None and value < 1:
             raise FourrealError(f"--{name} must be at least 1, got {value}")
     model, config = load_generator(checkpoint, options.sync)
-    recommended = default_sampling(config)
-    steps = options.steps or recommended[0]
-    samples = options.samples or recommended[1]
+    steps, samples = default_sampling(config, options.steps, options.samples)
     device = options.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

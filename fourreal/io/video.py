@@ -28,11 +28,11 @@ from torch import Tensor
 
 from fourreal.errors import ShapeError, VideoError
 from fourreal.io.atomic import atomic_file
+from fourreal.io.grid import to_uint8
+from fourreal.types import Grid, check_shape, row_and_column
 
 if TYPE_CHECKING:  # PyAV is imported where a video file is read or written
     import av
-from fourreal.io.grid import to_uint8
-from fourreal.types import Grid, check_shape, row_and_column
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 VIDEO_SUFFIXES = frozenset(

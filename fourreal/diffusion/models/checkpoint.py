@@ -103,11 +103,13 @@ def bundled_note(name: str = "tiny") -> str | None:
     )
 
 
-def default_sampling(config: dict[str, Any]) -> tuple[int, int]:
-    """``(steps, samples)`` a checkpoint's config recommends: what it records, else 20 Euler
-    steps and one sample."""
+def default_sampling(
+    config: dict[str, Any], steps: int | None = None, samples: int | None = None
+) -> tuple[int, int]:
+    """``(steps, samples)`` to sample a checkpoint with: those given, else what its config
+    records, else 20 Euler steps and one sample."""
     sampling = config.get("sampling") or {}
-    return int(sampling.get("steps", 20)), int(sampling.get("samples", 1))
+    return steps or int(sampling.get("steps", 20)), samples or int(sampling.get("samples", 1))
 
 
 def read_generator_config(path: str | os.PathLike[str]) -> dict[str, Any]:
